@@ -1,0 +1,5 @@
+"""Allows `python -m edgeproxy`."""
+
+from edgeproxy.cli import main
+
+raise SystemExit(main())
