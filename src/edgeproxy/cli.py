@@ -1,5 +1,199 @@
-"""Command line entry point (filled in below)."""
+"""Thin command-line adapter: parse flags, build settings, run one thing.
+
+Subcommands: `sim` (the Kubernetes API simulator). Bad flag values are
+reported as a usage error naming the flag, before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgeproxy import __version__
 
 
-def main() -> int:
+def parse_hostport(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """`HOST:PORT`, `[V6]:PORT` or `:PORT` → (host, port); raises ValueError."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ValueError(f"{value!r} is not HOST:PORT")
+        host, port_text = value, str(default_port)
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"{value!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{value!r}: port {port} is out of range")
+    return host, port
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    try:
+        return parse_hostport(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+    return number
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value}: no such file")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-proxy",
+        description="Node-local Kubernetes API proxy with a durable cache that keeps answering offline.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-proxy {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser(
+        "sim",
+        help="run the Kubernetes API simulator",
+        description="A Kubernetes API simulator for demos, tests and benchmarks.",
+    )
+    sim.add_argument(
+        "--listen",
+        type=_hostport,
+        default=("127.0.0.1", 6443),
+        metavar="HOST:PORT",
+        help="API listen address (default 127.0.0.1:6443; port 0 picks one)",
+    )
+    sim.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a generated CA; clients need the client cert or token",
+    )
+    sim.add_argument(
+        "--tls-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the CA, certs and token are kept (default ~/.cache/edge-proxy/sim-tls)",
+    )
+    sim.add_argument(
+        "--kubeconfig-out",
+        type=Path,
+        metavar="FILE",
+        help="write a kubeconfig for this simulator to FILE",
+    )
+    sim.add_argument(
+        "--history",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="events kept per resource for watch resume and paging (default 10000)",
+    )
+    sim.add_argument(
+        "--seed",
+        type=_existing_file,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML/JSON objects to create at start (repeatable)",
+    )
+    sim.add_argument(
+        "--control-listen",
+        type=_hostport,
+        metavar="HOST:PORT",
+        help="extra listener for /_sim/ fault control that faults never touch",
+    )
+    sim.add_argument(
+        "--bookmark-interval",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between watch bookmarks (default 60, as kube-apiserver)",
+    )
+    sim.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=3 * 1024 * 1024,
+        metavar="N",
+        help="largest request body accepted (default 3 MiB)",
+    )
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING - 10 * min(verbosity, 2) if verbosity else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    from edgeproxy.sim.app import SimSettings
+    from edgeproxy.sim.seed import SeedError
+    from edgeproxy.sim.server import SimConfig, serve_forever
+
+    host, port = args.listen
+    control_host, control_port = args.control_listen or (None, 0)
+    config = SimConfig(
+        host=host,
+        port=port,
+        tls=args.tls,
+        tls_dir=args.tls_dir,
+        kubeconfig_out=args.kubeconfig_out,
+        history=args.history,
+        seed_files=tuple(args.seed),
+        control_host=control_host,
+        control_port=control_port,
+        settings=SimSettings(
+            bookmark_interval=args.bookmark_interval, max_body_bytes=args.max_body_bytes
+        ),
+    )
+    _install_uvloop()
+    try:
+        asyncio.run(serve_forever(config))
+    except SeedError as exc:
+        print(f"edge-proxy sim: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"edge-proxy sim: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    commands = {"sim": run_sim}
+    return commands[args.command](args)

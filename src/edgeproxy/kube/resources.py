@@ -31,7 +31,7 @@ class ResourceType:
     singular: str = ""
     short_names: tuple[str, ...] = ()
     # selector label -> dotted JSON path of the value it compares
-    extra_fields: Mapping[str, str] = field(default_factory=dict)
+    extra_fields: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
     verbs: tuple[str, ...] = ALL_VERBS
     # Subresources the simulator serves (status is stored with the object).
     subresources: tuple[str, ...] = ()

@@ -150,18 +150,23 @@ def invalid(
     Renders like apimachinery's NewInvalid: the message joins every cause as
     "<field>: <message>", a single cause without brackets.
     """
-    rendered = [f"{field}: {msg}" if field else msg for _, field, msg in causes]
-    joined = rendered[0] if len(rendered) == 1 else "[" + ", ".join(rendered) + "]"
+    rendered = list(dict.fromkeys(f"{field}: {msg}" if field else msg for _, field, msg in causes))
     qualified = f"{kind}.{group}" if group else kind
+    if not rendered:
+        suffix = ""
+    elif len(rendered) == 1:
+        suffix = ": " + rendered[0]
+    else:
+        suffix = ": [" + ", ".join(rendered) + "]"
     details: dict[str, Any] = {"name": name} if name else {}
     details["group"] = group
     details["kind"] = kind
+    # apimachinery omits empty cause fields.
     details["causes"] = [
-        {"reason": reason, "message": msg, "field": field} for reason, field, msg in causes
+        {k: v for k, v in (("reason", reason), ("message", msg), ("field", field)) if v}
+        for reason, field, msg in causes
     ]
-    return StatusError(
-        422, "Invalid", f'{qualified} "{name}" is invalid: {joined}', details=details
-    )
+    return StatusError(422, "Invalid", f'{qualified} "{name}" is invalid{suffix}', details=details)
 
 
 def too_many_requests(message: str, retry_after: int = 1) -> StatusError:

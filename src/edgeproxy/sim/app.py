@@ -1,0 +1,606 @@
+"""HTTP handlers of the simulator: every request becomes a kube-apiserver answer.
+
+One catch-all route classifies the request with `kube.request`, then serves
+discovery, reads (get/list/watch) and writes. Every failure is a metav1.Status
+(`StatusError`); anything unexpected is logged and answered with a 500 Status,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import yaml
+from aiohttp import web
+
+from edgeproxy.kube import status
+from edgeproxy.kube.continuetoken import continue_after, decode_continue, expired_continue
+from edgeproxy.kube.fields import FieldSelector
+from edgeproxy.kube.labels import LabelSelector, SelectorError
+from edgeproxy.kube.negotiation import MediaChoice, negotiate, request_content_type
+from edgeproxy.kube.objects import ObjectRecord, object_key, with_type_meta
+from edgeproxy.kube.request import (
+    ListOptions,
+    RequestInfo,
+    list_options,
+    list_semantics,
+    request_info,
+)
+from edgeproxy.kube.resources import ResourceRegistry, ResourceType
+from edgeproxy.kube.status import StatusError
+from edgeproxy.kube.table import (
+    include_object_option,
+    partial_object_metadata,
+    partial_object_metadata_list,
+    table,
+)
+from edgeproxy.kube.wire import bookmark, list_body
+from edgeproxy.sim import discovery, openapi
+from edgeproxy.sim.faults import Faults
+from edgeproxy.sim.operations import Operations, decode_body
+from edgeproxy.sim.store import Store, TooOld, Watcher
+
+log = logging.getLogger(__name__)
+
+ADMIN_PREFIX = "/_sim/"
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class SimSettings:
+    """Tunables of the simulated apiserver; each default mirrors kube-apiserver."""
+
+    # kube-apiserver's default --max-request-bytes-ish limit for object bodies (3 MiB).
+    max_body_bytes: int = 3 * 1024 * 1024
+    # Bookmarks about every minute, as the watch cache sends them.
+    bookmark_interval: float = 60.0
+    # A too-new RV is waited for this long before 504 (sec. 2.1).
+    rv_wait_seconds: float = 3.0
+    # --min-request-timeout: unset watch timeouts are 1800..3600 s.
+    min_request_timeout: float = 1800.0
+    # Frames a watcher may have queued before it is closed as too slow.
+    watcher_buffer: int = 10_000
+    # How often an idle watch checks that its client is still connected.
+    idle_check_seconds: float = 5.0
+
+
+def _json_response(body: bytes, code: int = 200, content_type: str = JSON) -> web.Response:
+    return web.Response(body=body, status=code, headers={"Content-Type": content_type})
+
+
+def error_response(err: StatusError) -> web.Response:
+    headers = {"Content-Type": JSON, **err.headers()}
+    return web.Response(body=err.body(), status=err.code, headers=headers)
+
+
+def _encode(obj: Any) -> bytes:
+    return msgspec.json.encode(obj)
+
+
+class SimApp:
+    """The request router and handlers over one `Store`."""
+
+    def __init__(
+        self,
+        store: Store,
+        faults: Faults,
+        settings: SimSettings | None = None,
+        server_address: str = "127.0.0.1:6443",
+    ) -> None:
+        self.store = store
+        self.registry: ResourceRegistry = store.registry
+        self.ops = Operations(store)
+        self.faults = faults
+        self.settings = settings or SimSettings()
+        self.server_address = server_address
+        self.watch_tasks: set[asyncio.Task[Any]] = set()
+
+    # -- entry -------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(ADMIN_PREFIX):
+            return await self._admin(request)
+        await self.faults.gate()
+        try:
+            return await self._dispatch(request)
+        except StatusError as err:
+            return error_response(err)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # never leak a traceback to the client
+            log.exception("unhandled error serving %s %s", request.method, request.path_qs)
+            return error_response(status.internal_error(type(exc).__name__))
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        query: Mapping[str, str] = request.query
+        info = request_info(request.method, request.path, query)
+        if not info.is_resource_request:
+            return self._non_resource(request, info)
+        rt = self.registry.get(info.api_group, info.api_version, info.resource)
+        if rt is None:
+            raise status.not_found_path()
+        if info.subresource and info.subresource not in rt.subresources:
+            raise status.not_found_path()
+        if rt.namespaced and info.name and not info.namespace and info.verb not in ("watch",):
+            raise status.not_found_path()
+        verb = info.verb
+        if verb in ("get", "list", "watch"):
+            opts = list_options(info, query)
+            if verb == "get":
+                return self._get(request, rt, info)
+            if verb == "list":
+                return await self._list(request, rt, info, opts)
+            return await self._watch(request, rt, info, opts)
+        dry_run = "dryRun" in query
+        if verb == "create":
+            if info.name or info.subresource:
+                raise status.method_not_allowed(f"create is not supported on {info.path}")
+            body = await self._read_body(request)
+            obj = decode_body(body, request_content_type(request.headers.get("Content-Type")))
+            raw = self.ops.create(rt, info.namespace, obj, dry_run=dry_run)
+            return self._object_response(request, rt, raw, code=201)
+        if verb == "update":
+            body = await self._read_body(request)
+            obj = decode_body(body, request_content_type(request.headers.get("Content-Type")))
+            raw = self.ops.update(
+                rt, info.namespace, info.name, obj, subresource=info.subresource, dry_run=dry_run
+            )
+            return self._object_response(request, rt, raw)
+        if verb == "patch":
+            body = await self._read_body(request)
+            content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip()
+            raw = self.ops.patch(
+                rt,
+                info.namespace,
+                info.name,
+                content_type,
+                body,
+                subresource=info.subresource,
+                dry_run=dry_run,
+            )
+            return self._object_response(request, rt, raw)
+        if verb == "delete":
+            options = await self._delete_options(request)
+            raw = self.ops.delete(rt, info.namespace, info.name, options, dry_run=dry_run)
+            return self._object_response(request, rt, raw)
+        if verb == "deletecollection":
+            opts = list_options(info, query)
+            labels, fields = self._selectors(rt, opts)
+            options = await self._delete_options(request)
+            res = self.store.resource(rt)
+            prefix = info.namespace + "/" if info.namespace else ""
+            doomed = [
+                r
+                for k in list(res.keys_from(prefix=prefix))
+                if self._matches(r := res.objects[k], labels, fields)
+            ]
+            return _json_response(self.ops.delete_collection(rt, doomed, options, dry_run=dry_run))
+        raise status.method_not_allowed(f"the server does not allow this method on {info.path}")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise status.entity_too_large(f"Request entity too large: limit is {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise status.entity_too_large(f"Request entity too large: limit is {limit}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _delete_options(self, request: web.Request) -> dict[str, Any]:
+        body = await self._read_body(request)
+        if not body.strip():
+            return {}
+        obj = decode_body(body, request_content_type(request.headers.get("Content-Type")))
+        return obj
+
+    # -- non-resource paths ------------------------------------------------
+
+    def _non_resource(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        if request.method not in ("GET", "HEAD"):
+            raise status.method_not_allowed(f"the server does not allow this method on {path}")
+        if path in ("/healthz", "/livez", "/readyz"):
+            text = "ok"
+            if "verbose" in request.query:
+                text = f"[+]ping ok\n[+]etcd ok\n{path[1:]} check passed"
+            return web.Response(text=text, content_type="text/plain")
+        if path == "/version":
+            return _json_response(_encode(discovery.version_info()))
+        if path == "/api":
+            return _json_response(_encode(discovery.api_versions(self.server_address)))
+        if path == "/apis":
+            return _json_response(_encode(discovery.api_group_list(self.registry)))
+        parts = path.strip("/").split("/")
+        doc: dict[str, Any] | None = None
+        if len(parts) == 2 and parts[0] == "api":
+            doc = discovery.api_resource_list(self.registry, "", parts[1])
+        elif len(parts) == 2 and parts[0] == "apis":
+            doc = discovery.api_group(self.registry, parts[1])
+        elif len(parts) == 3 and parts[0] == "apis":
+            doc = discovery.api_resource_list(self.registry, parts[1], parts[2])
+        elif parts[0] == "openapi":
+            served = openapi.serve(self.registry, parts[1:], request.query)
+            if served is not None:
+                body, content_type = served
+                return _json_response(body, content_type=content_type)
+        if doc is None:
+            raise status.not_found_path()
+        return _json_response(_encode(doc))
+
+    # -- reads -------------------------------------------------------------
+
+    def _selectors(
+        self, rt: ResourceType, opts: ListOptions
+    ) -> tuple[LabelSelector, FieldSelector]:
+        try:
+            labels = LabelSelector.parse(opts.label_selector)
+            fields = FieldSelector.parse(opts.field_selector)
+            fields.check_supported(rt.field_paths, generic=not rt.extra_fields)
+        except SelectorError as exc:
+            raise status.bad_request(exc.message) from exc
+        return labels, fields
+
+    @staticmethod
+    def _matches(record: ObjectRecord, labels: LabelSelector, fields: FieldSelector) -> bool:
+        return labels.matches(record.labels) and fields.matches(record.fields)
+
+    def _get(self, request: web.Request, rt: ResourceType, info: RequestInfo) -> web.StreamResponse:
+        record = self.store.resource(rt).get(object_key(info.namespace, info.name))
+        if record is None:
+            raise status.not_found(rt.resource, info.name, rt.group)
+        return self._object_response(
+            request, rt, with_type_meta(record.raw, rt.kind, rt.api_version)
+        )
+
+    def _object_response(
+        self, request: web.Request, rt: ResourceType, raw: bytes, code: int = 200
+    ) -> web.Response:
+        choice = negotiate(request.headers.get("Accept"), target="object", rt=rt)
+        if choice.form == "json":
+            return _json_response(raw, code)
+        obj = msgspec.json.decode(raw)
+        if choice.form == "table":
+            doc = table(
+                rt,
+                [obj],
+                list_meta=None,
+                api_version=choice.meta_api_version,
+                include_object=_include_object(request),
+            )
+        elif choice.form == "partial":
+            doc = partial_object_metadata(obj, choice.meta_api_version)
+        else:
+            return web.Response(
+                body=yaml.safe_dump(obj).encode(),
+                status=code,
+                headers={"Content-Type": choice.content_type},
+            )
+        return _json_response(_encode(doc), code, choice.content_type)
+
+    async def _await_rv(self, rv: int) -> None:
+        if not await self.store.wait_for_rv(rv, self.settings.rv_wait_seconds):
+            raise status.too_large_resource_version(rv, self.store.rv)
+
+    @staticmethod
+    def _parse_rv(value: str) -> int:
+        try:
+            rv = int(value)
+            if rv < 0:
+                raise ValueError(value)
+        except ValueError:
+            raise status.bad_request(f"invalid resource version: {value!r}") from None
+        return rv
+
+    async def _list(
+        self, request: web.Request, rt: ResourceType, info: RequestInfo, opts: ListOptions
+    ) -> web.StreamResponse:
+        labels, fields = self._selectors(rt, opts)
+        choice = negotiate(request.headers.get("Accept"), target="list", rt=rt)
+        res = self.store.resource(rt)
+        semantics = list_semantics(opts)
+        # Continue keys are relative to the list's prefix, like etcd keys under
+        # /registry/<resource>/[<namespace>/].
+        prefix = info.namespace + "/" if (rt.namespaced and info.namespace) else ""
+        start = ""
+        limit = opts.limit
+        if opts.continue_token:
+            snapshot_rv, start_key = decode_continue(opts.continue_token)
+            start = prefix + start_key
+            if snapshot_rv < 0:  # an inconsistent continuation: the latest state
+                snapshot_rv = self.store.rv
+            try:
+                objects = res.snapshot(snapshot_rv)
+            except TooOld:
+                raise expired_continue(start_key) from None
+        elif semantics == "exact":
+            snapshot_rv = self._parse_rv(opts.resource_version or "")
+            await self._await_rv(snapshot_rv)
+            try:
+                objects = res.snapshot(snapshot_rv)
+            except TooOld:
+                raise status.expired(
+                    "The resourceVersion for the provided list is too old."
+                ) from None
+        else:
+            if semantics == "not_older_than":
+                await self._await_rv(self._parse_rv(opts.resource_version or ""))
+            if semantics == "any":
+                limit = 0  # the watch cache ignores limit for RV=0 (sec. 2.1)
+            snapshot_rv = self.store.rv
+            objects = res.objects
+        keys: Iterable[str]
+        if objects is res.objects:
+            keys = res.keys_from(start, prefix)
+        else:
+            keys = (k for k in sorted(objects) if k >= start and k.startswith(prefix))
+        items: list[ObjectRecord] = []
+        token = ""
+        remaining: int | None = None
+        no_selectors = labels.empty and fields.empty
+        it = iter(keys)
+        for key in it:
+            record = objects[key]
+            if not self._matches(record, labels, fields):
+                continue
+            if limit and len(items) == limit:
+                token = continue_after(snapshot_rv, items[-1].key[len(prefix) :])
+                if no_selectors:
+                    remaining = 1 + sum(1 for _ in it)
+                break
+            items.append(record)
+        return self._list_response(request, rt, choice, items, str(snapshot_rv), token, remaining)
+
+    def _list_response(
+        self,
+        request: web.Request,
+        rt: ResourceType,
+        choice: MediaChoice,
+        items: list[ObjectRecord],
+        rv: str,
+        token: str,
+        remaining: int | None,
+    ) -> web.Response:
+        if choice.form == "json":
+            body = list_body(
+                rt.list_kind,
+                rt.api_version,
+                rv,
+                (r.raw for r in items),
+                continue_token=token,
+                remaining_item_count=remaining,
+            )
+            return _json_response(body)
+        list_meta: dict[str, Any] = {"resourceVersion": rv}
+        if token:
+            list_meta["continue"] = token
+            if remaining is not None:
+                list_meta["remainingItemCount"] = remaining
+        objs = [msgspec.json.decode(with_type_meta(r.raw, rt.kind, rt.api_version)) for r in items]
+        if choice.form == "table":
+            doc = table(
+                rt,
+                objs,
+                list_meta=list_meta,
+                api_version=choice.meta_api_version,
+                include_object=_include_object(request),
+            )
+        elif choice.form == "partial":
+            doc = partial_object_metadata_list(objs, list_meta, choice.meta_api_version)
+        else:
+            doc = {
+                "kind": rt.list_kind,
+                "apiVersion": rt.api_version,
+                "metadata": list_meta,
+                "items": objs,
+            }
+            return web.Response(
+                body=yaml.safe_dump(doc).encode(), headers={"Content-Type": choice.content_type}
+            )
+        return _json_response(_encode(doc), content_type=choice.content_type)
+
+    # -- watch -------------------------------------------------------------
+
+    async def _watch(
+        self, request: web.Request, rt: ResourceType, info: RequestInfo, opts: ListOptions
+    ) -> web.StreamResponse:
+        labels, fields = self._selectors(rt, opts)
+        choice = negotiate(request.headers.get("Accept"), target="watch", rt=rt)
+        res = self.store.resource(rt)
+        namespace = info.namespace if rt.namespaced else ""
+        watcher = Watcher(rt, namespace, labels, fields, self.settings.watcher_buffer)
+        rv_param = opts.resource_version or ""
+        initial: list[bytes] = []
+        expired: StatusError | None = None
+        if opts.send_initial_events:
+            if rv_param not in ("", "0"):
+                await self._await_rv(self._parse_rv(rv_param))
+            initial = self._initial_events(watcher, res.objects)
+            if opts.allow_watch_bookmarks:
+                initial.append(
+                    bookmark(rt.kind, rt.api_version, str(self.store.rv), initial_end=True)
+                )
+        elif rv_param in ("", "0"):
+            initial = self._initial_events(watcher, res.objects)
+        else:
+            since = self._parse_rv(rv_param)
+            await self._await_rv(since)
+            try:
+                initial = [f for e in res.events_after(since) if (f := watcher.frame_for(e))]
+            except TooOld as too_old:
+                expired = status.expired(str(too_old))
+        # No await between computing `initial` and registering: no event is lost.
+        if expired is None:
+            res.watchers.add(watcher)
+        try:
+            return await self._stream_watch(request, rt, watcher, choice, opts, initial, expired)
+        finally:
+            watcher.close("stream ended")
+            res.watchers.discard(watcher)
+
+    @staticmethod
+    def _initial_events(watcher: Watcher, objects: Mapping[str, ObjectRecord]) -> list[bytes]:
+        rt = watcher.rt
+        return [
+            b'{"type":"ADDED","object":' + with_type_meta(r.raw, rt.kind, rt.api_version) + b"}\n"
+            for r in objects.values()
+            if watcher.matches(r)
+        ]
+
+    async def _stream_watch(
+        self,
+        request: web.Request,
+        rt: ResourceType,
+        watcher: Watcher,
+        choice: MediaChoice,
+        opts: ListOptions,
+        initial: list[bytes],
+        expired: StatusError | None,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": choice.content_type})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        converter = _FrameConverter(rt, choice, _include_object(request))
+        if expired is not None:
+            await resp.write(converter(expired.watch_event()))
+            await resp.write_eof()
+            return resp
+        # Unset or 0 means minRequestTimeout * (1 + rand), as kube-apiserver does.
+        timeout = float(opts.timeout_seconds or 0)
+        if timeout <= 0:
+            timeout = self.settings.min_request_timeout * (1 + random.random())
+        deadline = time.monotonic() + timeout
+        bookmarks = opts.allow_watch_bookmarks
+        next_bookmark = time.monotonic() + min(self.settings.bookmark_interval, max(timeout - 2, 0))
+        transport = request.transport
+        try:
+            for frame in initial:
+                await self.faults.wait_open()
+                await resp.write(converter(frame))
+            while not watcher.closed or watcher.pending:
+                while watcher.pending:
+                    await self.faults.wait_open()
+                    await resp.write(converter(watcher.pending.popleft()))
+                if watcher.closed:
+                    break
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if bookmarks and now >= next_bookmark:
+                    await self.faults.wait_open()
+                    await resp.write(
+                        converter(bookmark(rt.kind, rt.api_version, str(self.store.rv)))
+                    )
+                    next_bookmark = now + self.settings.bookmark_interval
+                    if deadline - 2 > now:
+                        next_bookmark = min(next_bookmark, deadline - 2)
+                wait = min(deadline, next_bookmark if bookmarks else deadline) - now
+                wait = max(0.0, min(wait, self.settings.idle_check_seconds))
+                watcher.wake.clear()
+                if not watcher.pending and not watcher.closed:
+                    try:
+                        await asyncio.wait_for(watcher.wake.wait(), wait)
+                    except TimeoutError:
+                        if transport is None or transport.is_closing():
+                            break
+            await resp.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            log.debug("watch client went away")
+        return resp
+
+    # -- admin (fault control) -------------------------------------------------
+
+    async def _admin(self, request: web.Request) -> web.StreamResponse:
+        return await handle_admin(self, request)
+
+
+def _include_object(request: web.Request) -> Any:
+    return include_object_option(request.query.get("includeObject", ""))
+
+
+class _FrameConverter:
+    """Re-encodes watch frames for Table / PartialObjectMetadata watchers."""
+
+    def __init__(self, rt: ResourceType, choice: MediaChoice, include_object: Any) -> None:
+        self.rt = rt
+        self.choice = choice
+        self.include_object = include_object
+        self.first = True
+
+    def __call__(self, frame: bytes) -> bytes:
+        if self.choice.form == "json":
+            return frame
+        event = msgspec.json.decode(frame)
+        obj = event.get("object") or {}
+        if event.get("type") == "ERROR" or obj.get("kind") == "Status":
+            return frame
+        if self.choice.form == "table":
+            event["object"] = table(
+                self.rt,
+                [obj],
+                list_meta=None,
+                api_version=self.choice.meta_api_version,
+                include_object=self.include_object,
+                with_columns=self.first,
+            )
+            self.first = False
+        else:
+            event["object"] = partial_object_metadata(obj, self.choice.meta_api_version)
+        return _encode(event) + b"\n"
+
+
+async def handle_admin(app: SimApp, request: web.Request) -> web.StreamResponse:
+    """`/_sim/…`: fault control. Never faulted itself."""
+    path = request.path[len(ADMIN_PREFIX) :].strip("/")
+    try:
+        if path == "faults":
+            if request.method == "GET":
+                return _json_response(_encode(app.faults.snapshot()))
+            if request.method in ("POST", "PUT"):
+                body = await request.read()
+                spec = msgspec.json.decode(body) if body.strip() else {}
+                if not isinstance(spec, dict):
+                    raise status.bad_request("fault spec must be a JSON object")
+                unknown = set(spec) - {"blackhole", "refuse", "latency", "heal_after"}
+                if unknown:
+                    raise status.bad_request(f"unknown fault fields: {sorted(unknown)}")
+                await app.faults.apply(**spec)
+                return _json_response(_encode(app.faults.snapshot()))
+            if request.method == "DELETE":
+                await app.faults.clear()
+                return _json_response(_encode(app.faults.snapshot()))
+        elif path == "watches/close" and request.method == "POST":
+            closed = app.store.close_watchers("closed by fault control")
+            return _json_response(_encode({"closed": closed}))
+        elif path == "compact" and request.method == "POST":
+            app.store.compact()
+            return _json_response(_encode({"compactedAt": str(app.store.rv)}))
+        elif path == "stats" and request.method == "GET":
+            stats = {
+                "resourceVersion": str(app.store.rv),
+                "resources": {
+                    r.rt.resource: {
+                        "objects": len(r),
+                        "watchers": len(r.watchers),
+                        "history": len(r.history),
+                        "compactedRV": r.compacted_rv,
+                    }
+                    for r in app.store.resources()
+                },
+            }
+            return _json_response(_encode(stats))
+        raise status.not_found_path()
+    except StatusError as err:
+        return error_response(err)
+    except (msgspec.DecodeError, TypeError, ValueError) as exc:
+        return error_response(status.bad_request(f"bad fault request: {exc}"))

@@ -1,0 +1,427 @@
+"""Write semantics of the simulator: create, update, patch, delete.
+
+Turns a request body into the next stored state the way kube-apiserver's
+generic registry does (k8s-api-semantics.md sec. 6): server-set uid,
+creationTimestamp, resourceVersion and generation; generateName; optimistic
+concurrency on resourceVersion; preconditions; finalizers and
+deletionTimestamp; status kept apart from the main resource; no-op updates
+that change nothing (no new RV, no event). Kind-specific defaults are the
+few that clients notice (Service clusterIP, Pod phase, Namespace phase).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import yaml
+
+from edgeproxy.kube import status
+from edgeproxy.kube.objects import ObjectRecord, object_key, with_type_meta
+from edgeproxy.kube.resources import ResourceType
+from edgeproxy.kube.status import StatusError
+from edgeproxy.kube.wire import list_body
+from edgeproxy.sim.patch import apply_patch
+from edgeproxy.sim.store import Store
+
+Obj = dict[str, Any]
+
+_META_ORDER = (
+    "name",
+    "generateName",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+)
+
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+    "'-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', "
+    "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
+    "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+_DNS1035_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
+    "an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+    "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+)
+_GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def now_timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def decode_body(body: bytes, content_type: str) -> Obj:
+    """Decode a create/update body (JSON or YAML) into an object; 400 otherwise."""
+    try:
+        if content_type in ("application/yaml", "application/x-yaml"):
+            obj = yaml.safe_load(body)
+        else:
+            obj = msgspec.json.decode(body)
+    except (msgspec.DecodeError, yaml.YAMLError) as exc:
+        raise status.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise status.bad_request(
+            "couldn't get version/kind; json parse error: the request body is not a JSON object"
+        )
+    return obj
+
+
+def encode_object(obj: Obj) -> bytes:
+    """Encode in list-item form: no kind/apiVersion, metadata first, in kube's key order."""
+    meta = obj.get("metadata") or {}
+    ordered_meta = {k: meta[k] for k in _META_ORDER if k in meta}
+    ordered_meta.update({k: v for k, v in meta.items() if k not in ordered_meta})
+    out: Obj = {"metadata": ordered_meta}
+    out.update({k: v for k, v in obj.items() if k not in ("kind", "apiVersion", "metadata")})
+    return msgspec.json.encode(out)
+
+
+class Operations:
+    """The write verbs over a `Store`."""
+
+    def __init__(self, store: Store, clock: Callable[[], str] = now_timestamp) -> None:
+        self.store = store
+        self.clock = clock
+        self._next_ip = 10
+        self._next_node_port = 30000
+        self._namespaces = next(rt for rt in store.registry if rt.resource == "namespaces")
+
+    # -- helpers -----------------------------------------------------------
+
+    def _current(self, rt: ResourceType, namespace: str, name: str) -> ObjectRecord:
+        record = self.store.resource(rt).get(object_key(namespace, name))
+        if record is None:
+            raise status.not_found(rt.resource, name, rt.group)
+        return record
+
+    def _check_type(self, rt: ResourceType, obj: Obj) -> None:
+        api_version = obj.get("apiVersion")
+        kind = obj.get("kind")
+        if api_version not in (None, "", rt.api_version):
+            raise status.bad_request(
+                f"the API version in the data ({api_version}) does not match the expected "
+                f"API version ({rt.api_version})"
+            )
+        if kind not in (None, "", rt.kind):
+            raise status.bad_request(
+                f'{kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})"
+            )
+        if not isinstance(obj.get("metadata", {}), dict):
+            raise status.bad_request("metadata must be a JSON object")
+
+    def _validate_name(self, rt: ResourceType, name: str) -> None:
+        if rt.resource in ("namespaces",):
+            ok, msg = bool(_DNS1123_LABEL.match(name)) and len(name) <= 63, _LABEL_MSG
+        elif rt.resource == "services":
+            ok, msg = bool(_DNS1035_LABEL.match(name)) and len(name) <= 63, _DNS1035_MSG
+        else:
+            ok, msg = bool(_DNS1123_SUBDOMAIN.match(name)) and len(name) <= 253, _SUBDOMAIN_MSG
+        if not ok:
+            raise status.invalid(
+                rt.kind,
+                name,
+                [("FieldValueInvalid", "metadata.name", f'Invalid value: "{name}": {msg}')],
+                rt.group,
+            )
+
+    def _check_namespace(self, rt: ResourceType, namespace: str, meta: Obj) -> None:
+        if not rt.namespaced:
+            meta.pop("namespace", None)
+            return
+        body_ns = meta.get("namespace") or ""
+        if body_ns and namespace and body_ns != namespace:
+            raise status.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
+        meta["namespace"] = namespace or body_ns
+        if not meta["namespace"]:
+            raise status.bad_request("the namespace of the object is required")
+        if self.store.resource(self._namespaces).get(meta["namespace"]) is None:
+            raise status.not_found("namespaces", meta["namespace"])
+
+    def _commit(
+        self, rt: ResourceType, kind: str, obj: Obj, prev: ObjectRecord | None, dry_run: bool
+    ) -> bytes:
+        if dry_run:
+            return with_type_meta(encode_object(obj), rt.kind, rt.api_version)
+        rv = self.store.next_rv()
+        obj["metadata"]["resourceVersion"] = str(rv)
+        raw = encode_object(obj)
+        self.store.commit(rt, kind, raw, prev, rv)  # type: ignore[arg-type]
+        return with_type_meta(raw, rt.kind, rt.api_version)
+
+    # -- create ------------------------------------------------------------
+
+    def create(self, rt: ResourceType, namespace: str, obj: Obj, *, dry_run: bool = False) -> bytes:
+        self._check_type(rt, obj)
+        meta: Obj = obj.setdefault("metadata", {})
+        if meta.get("resourceVersion"):
+            raise status.internal_error(
+                "resourceVersion should not be set on objects to be created"
+            )
+        self._check_namespace(rt, namespace, meta)
+        name = meta.get("name") or ""
+        if not name:
+            prefix = meta.get("generateName") or ""
+            if not prefix:
+                raise status.invalid(
+                    rt.kind,
+                    "",
+                    [
+                        (
+                            "FieldValueRequired",
+                            "metadata.name",
+                            "Required value: name or generateName is required",
+                        )
+                    ],
+                    rt.group,
+                )
+            name = prefix[:58] + "".join(secrets.choice(_GENERATE_ALPHABET) for _ in range(5))
+            meta["name"] = name
+        self._validate_name(rt, name)
+        if self.store.resource(rt).get(object_key(meta.get("namespace", ""), name)) is not None:
+            raise status.already_exists(rt.resource, name, rt.group)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = self.clock()
+        for server_set in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
+            meta.pop(server_set, None)
+        if "spec" in obj:
+            meta["generation"] = 1
+        self._defaults(rt, obj)
+        return self._commit(rt, "ADDED", obj, None, dry_run)
+
+    def _defaults(self, rt: ResourceType, obj: Obj) -> None:
+        if rt.resource == "namespaces":
+            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+            obj.setdefault("status", {}).setdefault("phase", "Active")
+        elif rt.resource == "pods":
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("restartPolicy", "Always")
+            spec.setdefault("schedulerName", "default-scheduler")
+            spec.setdefault("dnsPolicy", "ClusterFirst")
+            obj.setdefault("status", {}).setdefault("phase", "Pending")
+        elif rt.resource == "secrets":
+            obj.setdefault("type", "Opaque")
+        elif rt.resource == "services":
+            self._service_defaults(obj)
+
+    def _service_defaults(self, obj: Obj) -> None:
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
+            ip = str(ipaddress.ip_address("10.96.0.0") + self._next_ip)
+            self._next_ip += 1
+            spec["clusterIP"] = ip
+            spec["clusterIPs"] = [ip]
+        for port in spec.get("ports") or []:
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
+                port.setdefault("targetPort", port.get("port"))
+                if spec["type"] in ("NodePort", "LoadBalancer") and not port.get("nodePort"):
+                    port["nodePort"] = self._next_node_port
+                    self._next_node_port += 1
+        obj.setdefault("status", {}).setdefault("loadBalancer", {})
+
+    # -- update and patch ----------------------------------------------------
+
+    def update(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        obj: Obj,
+        *,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> bytes:
+        self._check_type(rt, obj)
+        meta: Obj = obj.setdefault("metadata", {})
+        if meta.get("name", name) != name:
+            raise status.bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+            )
+        meta["name"] = name
+        if rt.namespaced and meta.get("namespace") and meta["namespace"] != namespace:
+            raise status.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
+        current = self._current(rt, namespace, name)
+        wanted_rv = meta.get("resourceVersion") or ""
+        if wanted_rv and wanted_rv != str(current.rv):
+            raise status.conflict(rt.resource, name, rt.group)
+        return self._replace(rt, current, obj, subresource=subresource, dry_run=dry_run)
+
+    def patch(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        content_type: str,
+        body: bytes,
+        *,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> bytes:
+        current = self._current(rt, namespace, name)
+        old = msgspec.json.decode(current.raw)
+        patched = apply_patch(content_type, old, body, rt.kind)
+        if not isinstance(patched.get("metadata", {}), dict):
+            raise status.bad_request("the patch did not produce an object")
+        self._check_type(rt, patched)
+        meta = patched.setdefault("metadata", {})
+        wanted_rv = meta.get("resourceVersion") or ""
+        if wanted_rv and wanted_rv != str(current.rv):
+            raise status.conflict(rt.resource, name, rt.group)
+        if meta.get("name", name) != name or (
+            rt.namespaced and meta.get("namespace", namespace) != namespace
+        ):
+            raise status.bad_request(
+                "the name or namespace of the object may not be changed by a patch"
+            )
+        return self._replace(rt, current, patched, subresource=subresource, dry_run=dry_run)
+
+    def _replace(
+        self, rt: ResourceType, current: ObjectRecord, obj: Obj, *, subresource: str, dry_run: bool
+    ) -> bytes:
+        old: Obj = msgspec.json.decode(current.raw)
+        old_meta: Obj = old["metadata"]
+        if subresource == "status":
+            new = dict(old)
+            new["metadata"] = dict(old_meta)
+            if "status" in obj:
+                new["status"] = obj["status"]
+        elif subresource:
+            raise status.method_not_allowed(f"subresource {subresource} does not support updates")
+        else:
+            new = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+            new_meta = dict(obj.get("metadata") or {})
+            new["metadata"] = new_meta
+            for kept in (
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ):
+                if kept in old_meta:
+                    new_meta[kept] = old_meta[kept]
+                else:
+                    new_meta.pop(kept, None)
+            if "status" in rt.subresources:
+                # The main resource ignores status changes; /status carries them.
+                if "status" in old:
+                    new["status"] = old["status"]
+                else:
+                    new.pop("status", None)
+            if rt.resource == "services":
+                self._keep_service_allocations(old, new)
+            if "spec" in new and new.get("spec") != old.get("spec"):
+                new_meta["generation"] = int(old_meta.get("generation", 0)) + 1
+        new["metadata"]["resourceVersion"] = old_meta.get("resourceVersion", "")
+        if new == old:
+            return with_type_meta(current.raw, rt.kind, rt.api_version)  # no-op: no new RV
+        if old_meta.get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            # The last finalizer is gone: the object is finally removed.
+            return self._commit(rt, "DELETED", new, current, dry_run)
+        return self._commit(rt, "MODIFIED", new, current, dry_run)
+
+    @staticmethod
+    def _keep_service_allocations(old: Obj, new: Obj) -> None:
+        old_spec, new_spec = old.get("spec") or {}, new.setdefault("spec", {})
+        for key in ("clusterIP", "clusterIPs"):
+            if key in old_spec and not new_spec.get(key):
+                new_spec[key] = old_spec[key]
+
+    # -- delete ------------------------------------------------------------
+
+    def delete(
+        self, rt: ResourceType, namespace: str, name: str, options: Obj, *, dry_run: bool = False
+    ) -> bytes:
+        current = self._current(rt, namespace, name)
+        obj: Obj = msgspec.json.decode(current.raw)
+        meta: Obj = obj["metadata"]
+        pre = options.get("preconditions") or {}
+        if pre.get("uid") and pre["uid"] != meta.get("uid"):
+            raise status.conflict(
+                rt.resource,
+                name,
+                rt.group,
+                f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.get('uid')}",
+            )
+        if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
+            raise status.conflict(
+                rt.resource,
+                name,
+                rt.group,
+                f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
+                f"ResourceVersion in object meta: {meta.get('resourceVersion')}",
+            )
+        if meta.get("finalizers"):
+            if meta.get("deletionTimestamp"):
+                return with_type_meta(current.raw, rt.kind, rt.api_version)
+            meta["deletionTimestamp"] = self.clock()
+            meta["deletionGracePeriodSeconds"] = 0
+            return self._commit(rt, "MODIFIED", obj, current, dry_run)
+        if rt.resource == "namespaces" and not dry_run:
+            self._empty_namespace(name)
+        return self._commit(rt, "DELETED", obj, current, dry_run)
+
+    def _empty_namespace(self, namespace: str) -> None:
+        """The namespace controller's job, done at once: delete everything inside."""
+        for res in self.store.resources():
+            if not res.rt.namespaced:
+                continue
+            for key in list(res.keys_from(prefix=namespace + "/")):
+                record = res.objects[key]
+                obj: Obj = msgspec.json.decode(record.raw)
+                self._commit(res.rt, "DELETED", obj, record, False)
+
+    def delete_collection(
+        self, rt: ResourceType, records: list[ObjectRecord], options: Obj, *, dry_run: bool = False
+    ) -> bytes:
+        deleted = [self.delete(rt, r.namespace, r.name, options, dry_run=dry_run) for r in records]
+        items = [_strip_type_meta(raw) for raw in deleted]
+        return list_body(rt.list_kind, rt.api_version, str(self.store.rv), items)
+
+
+def _strip_type_meta(raw: bytes) -> bytes:
+    obj = msgspec.json.decode(raw)
+    obj.pop("kind", None)
+    obj.pop("apiVersion", None)
+    return msgspec.json.encode(obj)
+
+
+def raise_if_not_object(value: Any, what: str) -> Obj:
+    if not isinstance(value, dict):
+        raise StatusError(400, "BadRequest", f"{what} must be a JSON object")
+    return value

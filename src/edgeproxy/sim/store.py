@@ -1,0 +1,281 @@
+"""The simulator's in-memory store: objects, resource versions, history, watchers.
+
+One global counter hands out resourceVersions like etcd revisions. Each
+resource keeps its objects as `ObjectRecord`s (raw bytes + selector inputs)
+in key order, a bounded ring of recent events, and its watchers. The ring is
+the simulator's MVCC window: it serves watches that resume from an RV,
+paginated lists at the first page's snapshot, and Exact-RV lists; anything
+older gets 410 (k8s-api-semantics.md sec. 2.2, 3.5).
+
+All methods run on the event loop thread; a mutation and its fan-out happen
+without an await in between, so a watcher registered at RV X sees exactly
+the events after X.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import msgspec
+
+from edgeproxy.kube.fields import FieldSelector
+from edgeproxy.kube.labels import LabelSelector
+from edgeproxy.kube.objects import ObjectRecord, record_from_bytes, with_type_meta
+from edgeproxy.kube.resources import ResourceRegistry, ResourceType
+from edgeproxy.kube.wire import EventType, watch_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Event:
+    """One change. For DELETED, `obj` is the last state stamped with the deletion RV."""
+
+    type: EventType
+    rv: int
+    obj: ObjectRecord
+    prev: ObjectRecord | None
+    _frames: dict[str, bytes] = field(default_factory=dict)
+
+    def frame(self, rt: ResourceType, event_type: EventType, *, from_prev: bool = False) -> bytes:
+        """The encoded watch frame, computed once per event and shared by watchers."""
+        cache_key = event_type + ("/prev" if from_prev else "")
+        frame = self._frames.get(cache_key)
+        if frame is None:
+            if from_prev:
+                assert self.prev is not None
+                frame = watch_event(event_type, _restamp(rt, self.prev, self.rv))
+            else:
+                frame = watch_event(
+                    event_type, with_type_meta(self.obj.raw, rt.kind, rt.api_version)
+                )
+            self._frames[cache_key] = frame
+        return frame
+
+
+def _restamp(rt: ResourceType, record: ObjectRecord, rv: int) -> bytes:
+    """An object's bytes with metadata.resourceVersion replaced (sec. 3.6 DELETED)."""
+    obj = msgspec.json.decode(record.raw)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(rv)
+    return with_type_meta(msgspec.json.encode(obj), rt.kind, rt.api_version)
+
+
+class Watcher:
+    """A client watch: its selectors and a bounded queue of frames to send."""
+
+    def __init__(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        labels: LabelSelector,
+        fields: FieldSelector,
+        max_pending: int,
+    ) -> None:
+        self.rt = rt
+        self.namespace = namespace
+        self.labels = labels
+        self.fields = fields
+        self.max_pending = max_pending
+        self.pending: deque[bytes] = deque()
+        self.wake = asyncio.Event()
+        self.closed = False
+        self.close_reason = ""
+
+    def matches(self, record: ObjectRecord) -> bool:
+        if self.namespace and record.namespace != self.namespace:
+            return False
+        return self.labels.matches(record.labels) and self.fields.matches(record.fields)
+
+    def frame_for(self, event: Event) -> bytes | None:
+        """Apply the selector transition table (sec. 3.6) to one event."""
+        if event.type == "ADDED":
+            return event.frame(self.rt, "ADDED") if self.matches(event.obj) else None
+        if event.type == "DELETED":
+            return event.frame(self.rt, "DELETED") if self.matches(event.obj) else None
+        new_match = self.matches(event.obj)
+        old_match = event.prev is not None and self.matches(event.prev)
+        if new_match:
+            return event.frame(self.rt, "MODIFIED" if old_match else "ADDED")
+        if old_match:
+            return event.frame(self.rt, "DELETED", from_prev=True)
+        return None
+
+    def offer(self, event: Event) -> None:
+        if self.closed:
+            return
+        frame = self.frame_for(event)
+        if frame is None:
+            return
+        if len(self.pending) >= self.max_pending:
+            # kube-apiserver terminates watchers that fall too far behind; the
+            # client re-watches from its last RV.
+            self.close("watcher fell behind")
+            return
+        self.pending.append(frame)
+        self.wake.set()
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+            self.wake.set()
+
+
+class TooOld(Exception):
+    """The requested RV is older than the kept history."""
+
+    def __init__(self, requested: int, oldest: int) -> None:
+        super().__init__(f"too old resource version: {requested} ({oldest})")
+        self.requested = requested
+        self.oldest = oldest
+
+
+class ResourceStore:
+    """Objects, history and watchers of one resource type."""
+
+    def __init__(self, rt: ResourceType, history_limit: int) -> None:
+        self.rt = rt
+        self.objects: dict[str, ObjectRecord] = {}
+        self._keys: list[str] = []
+        self.history: deque[Event] = deque()
+        self.history_limit = history_limit
+        # Every event with rv > compacted_rv is still in `history`.
+        self.compacted_rv = 0
+        self.watchers: set[Watcher] = set()
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def get(self, key: str) -> ObjectRecord | None:
+        return self.objects.get(key)
+
+    def keys_from(self, start: str = "", prefix: str = "") -> Iterator[str]:
+        """Keys in order, from `start` (inclusive), restricted to `prefix`."""
+        lo = bisect.bisect_left(self._keys, max(start, prefix))
+        for i in range(lo, len(self._keys)):
+            key = self._keys[i]
+            if prefix and not key.startswith(prefix):
+                return
+            yield key
+
+    def apply(self, event: Event) -> None:
+        key = event.obj.key
+        if event.type == "DELETED":
+            del self.objects[key]
+            del self._keys[bisect.bisect_left(self._keys, key)]
+        else:
+            if key not in self.objects:
+                bisect.insort(self._keys, key)
+            self.objects[key] = event.obj
+        self.history.append(event)
+        while len(self.history) > self.history_limit:
+            self.compacted_rv = self.history.popleft().rv
+        for watcher in list(self.watchers):
+            watcher.offer(event)
+            if watcher.closed:
+                self.watchers.discard(watcher)
+
+    def compact(self, rv: int) -> None:
+        self.history.clear()
+        self.compacted_rv = rv
+
+    def check_available(self, rv: int) -> None:
+        if rv < self.compacted_rv:
+            raise TooOld(rv, self.compacted_rv)
+
+    def events_after(self, rv: int) -> list[Event]:
+        """History events with RV > rv; raises TooOld if some were compacted."""
+        self.check_available(rv)
+        idx = bisect.bisect_right([e.rv for e in self.history], rv) if self.history else 0
+        return list(self.history)[idx:]
+
+    def snapshot(self, rv: int) -> dict[str, ObjectRecord]:
+        """The objects as they were at `rv` (undoing later events from history)."""
+        later = self.events_after(rv)
+        if not later:
+            return self.objects
+        state = dict(self.objects)
+        for event in reversed(later):
+            if event.type == "ADDED":
+                state.pop(event.obj.key, None)
+            elif event.prev is not None:
+                state[event.obj.key] = event.prev
+        return state
+
+
+class Store:
+    """All resources, one RV counter."""
+
+    def __init__(self, registry: ResourceRegistry, history_limit: int = 10_000) -> None:
+        self.registry = registry
+        self.rv = 1
+        self._resources = {rt: ResourceStore(rt, history_limit) for rt in registry}
+        self._rv_waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def resource(self, rt: ResourceType) -> ResourceStore:
+        return self._resources[rt]
+
+    def resources(self) -> list[ResourceStore]:
+        return list(self._resources.values())
+
+    def next_rv(self) -> int:
+        self.rv += 1
+        return self.rv
+
+    def commit(
+        self,
+        rt: ResourceType,
+        event_type: EventType,
+        raw: bytes,
+        prev: ObjectRecord | None,
+        rv: int,
+    ) -> Event:
+        """Record a change whose bytes already carry `rv`, and fan it out."""
+        event = Event(event_type, rv, record_from_bytes(rt, raw), prev)
+        self._resources[rt].apply(event)
+        self._notify()
+        return event
+
+    def _notify(self) -> None:
+        if not self._rv_waiters:
+            return
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for target, fut in self._rv_waiters:
+            if fut.done():
+                continue
+            if target <= self.rv:
+                fut.set_result(None)
+            else:
+                still.append((target, fut))
+        self._rv_waiters = still
+
+    async def wait_for_rv(self, rv: int, wait_seconds: float) -> bool:
+        """Wait until the store has reached `rv`; False on timeout."""
+        if self.rv >= rv:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._rv_waiters.append((rv, fut))
+        try:
+            await asyncio.wait_for(fut, wait_seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def compact(self) -> None:
+        for res in self._resources.values():
+            res.compact(self.rv)
+        log.info("history compacted at resourceVersion %d", self.rv)
+
+    def close_watchers(self, reason: str) -> int:
+        count = 0
+        for res in self._resources.values():
+            for watcher in list(res.watchers):
+                watcher.close(reason)
+                count += 1
+            res.watchers.clear()
+        return count

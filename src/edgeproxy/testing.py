@@ -1,0 +1,112 @@
+"""Helpers for running the simulator as a real process, for tests and benchmarks.
+
+Ships with the package (like mitmproxy's test helpers) so the proxy's tests,
+the benchmarks and users' own tests start the simulator the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SimProcess:
+    """`edge-proxy sim` in a child process, with its fault-control API at hand."""
+
+    def __init__(self, *extra_args: str, tls: bool = False, workdir: Path | None = None) -> None:
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="edge-proxy-sim-"))
+        self.port = free_port()
+        self.control_port = free_port()
+        self.tls = tls
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.log_path = self.workdir / "sim.log"
+        args = [
+            sys.executable,
+            "-m",
+            "edgeproxy",
+            "sim",
+            f"--listen=127.0.0.1:{self.port}",
+            f"--control-listen=127.0.0.1:{self.control_port}",
+            f"--kubeconfig-out={self.kubeconfig}",
+            *extra_args,
+        ]
+        if tls:
+            args += ["--tls", f"--tls-dir={self.workdir / 'tls'}"]
+        self._log = self.log_path.open("wb")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self._wait_ready()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.control_port}"
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"simulator exited early:\n{self.log()}")
+            try:
+                self.control("GET", "stats")
+                if self.kubeconfig.exists():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"simulator not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.control_url}/_sim/{path}", data=data, method=method)
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def fault(self, **spec: Any) -> Any:
+        return self.control("POST", "faults", spec)
+
+    def heal(self) -> Any:
+        return self.control("DELETE", "faults")
+
+    def compact(self) -> Any:
+        return self.control("POST", "compact")
+
+    def close_watches(self) -> Any:
+        return self.control("POST", "watches/close")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def __enter__(self) -> SimProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
