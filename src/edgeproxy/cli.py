@@ -142,6 +142,98 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="largest request body accepted (default 3 MiB)",
     )
+    serve = sub.add_parser(
+        "serve",
+        help="run the edge proxy",
+        description="Forward to the cloud apiserver, cache what clients read, answer offline.",
+    )
+    serve.add_argument(
+        "--config", type=Path, metavar="FILE", help="YAML config file; flags win over it"
+    )
+    serve.add_argument(
+        "--server-addr",
+        action="append",
+        metavar="URL[,URL...]",
+        help="upstream apiserver URL(s), tried in order",
+    )
+    serve.add_argument(
+        "--kubeconfig", metavar="FILE", help="upstream credentials from a kubeconfig"
+    )
+    serve.add_argument(
+        "--context", metavar="NAME", help="kubeconfig context (default: current-context)"
+    )
+    serve.add_argument("--ca-file", metavar="FILE", help="CA bundle for --server-addr")
+    serve.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="bearer token file for --server-addr (re-read every minute)",
+    )
+    serve.add_argument("--client-cert", metavar="FILE", help="client certificate for --server-addr")
+    serve.add_argument("--client-key", metavar="FILE", help="client key for --server-addr")
+    serve.add_argument(
+        "--insecure-skip-tls-verify",
+        action="store_true",
+        default=None,
+        help="do not verify the upstream's certificate (testing only)",
+    )
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT", help="client listener (default 127.0.0.1:10261)"
+    )
+    serve.add_argument(
+        "--admin-listen",
+        metavar="HOST:PORT",
+        help="healthz/readyz/metrics/debug listener (default 127.0.0.1:10267)",
+    )
+    serve.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where the durable cache lives (default ~/.cache/edge-proxy)",
+    )
+    serve.add_argument(
+        "--node-name", metavar="NAME", help="this node's name (for node-scoped filters)"
+    )
+    serve.add_argument(
+        "--drop-name-prefix",
+        action="append",
+        metavar="PREFIX",
+        help="hide objects whose name starts with PREFIX (repeatable)",
+    )
+    serve.add_argument(
+        "--consistency",
+        metavar="MODE",
+        help='strict (default: resourceVersion="" lists go upstream) or cache-first',
+    )
+    serve.add_argument(
+        "--cache-first-resources",
+        metavar="RES[,RES...]",
+        help="resources served cache-first even in strict mode",
+    )
+    serve.add_argument(
+        "--max-cache-bytes", type=int, metavar="N", help="disk bound of the cache (LRU eviction)"
+    )
+    serve.add_argument(
+        "--upstream-strategy",
+        metavar="failover|round-robin",
+        help="how several --server-addr are used (default failover)",
+    )
+    serve.add_argument(
+        "--probe-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between upstream /readyz probes (default 0.5)",
+    )
+    serve.add_argument(
+        "--fallback-after",
+        type=float,
+        metavar="SECONDS",
+        help="answer reads from the cache after this long when the link is in doubt (default 1)",
+    )
+    serve.add_argument(
+        "--bookmark-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between watch bookmarks to clients (default 60)",
+    )
     return parser
 
 
@@ -191,9 +283,41 @@ def run_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    from edgeproxy import config as cfg
+    from edgeproxy.errors import ConfigError
+    from edgeproxy.server.proxyserver import serve_forever
+
+    try:
+        file_settings = cfg.load_file(args.config) if args.config else {}
+        flags = {}
+        for attr in cfg.ServeConfig.__dataclass_fields__:
+            value = getattr(args, attr, None)
+            if attr == "server_addrs":
+                value = args.server_addr and ",".join(args.server_addr)
+            elif attr == "drop_name_prefixes":
+                value = args.drop_name_prefix
+            if value is not None:
+                flags[attr] = cfg.convert(attr, value, cfg.flag_name(attr))
+        config = cfg.build(file_settings, flags)
+    except ConfigError as exc:
+        print(f"edge-proxy serve: {exc}", file=sys.stderr)
+        return 2
+    _install_uvloop()
+    try:
+        asyncio.run(serve_forever(config))
+    except ConfigError as exc:
+        print(f"edge-proxy serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"edge-proxy serve: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    commands = {"sim": run_sim}
+    commands = {"sim": run_sim, "serve": run_serve}
     return commands[args.command](args)

@@ -1,4 +1,3 @@
-
 """Request classification and list options, against kube-apiserver's behaviour.
 
 Rows follow apiserver requestinfo_test.go, the URL table of

@@ -8,6 +8,7 @@ simulator's store and the proxy's cache hold.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -134,6 +135,8 @@ def record_from_bytes(rt: ResourceType, raw: bytes) -> ObjectRecord:
     )
 
 
+_TYPE_META_RE = re.compile(rb'^\{"kind":"[^"\\]*","apiVersion":"[^"\\]*",?')
+
 _TYPE_META_PREFIX = b'{"kind":'
 
 
@@ -145,3 +148,23 @@ def with_type_meta(raw: bytes, kind: str, api_version: str) -> bytes:
     if raw == b"{}":
         return head + b"}"
     return head + b"," + raw[1:]
+
+
+def strip_type_meta(raw: bytes) -> bytes:
+    """The list-item form of an object that starts with kind and apiVersion.
+
+    kube-apiserver always encodes TypeMeta first, so a slice suffices; any
+    other layout is re-encoded.
+    """
+    match = _TYPE_META_RE.match(raw)
+    if match is not None:
+        rest = raw[match.end() :]
+        return b"{" + rest if rest != b"}" else b"{}"
+    if not raw.startswith(b"{"):
+        return raw
+    obj = msgspec.json.decode(raw)
+    if isinstance(obj, dict):
+        obj.pop("kind", None)
+        obj.pop("apiVersion", None)
+        return msgspec.json.encode(obj)
+    return raw

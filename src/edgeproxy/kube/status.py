@@ -32,6 +32,8 @@ class StatusError(Exception):
         self.reason = reason
         self.message = message
         self.details: dict[str, Any] = dict(details or {})
+        # An explicit empty `details` is rendered (`"details":{}` on unknown paths).
+        self._render_details = details is not None
         if retry_after is not None:
             self.details["retryAfterSeconds"] = retry_after
         self.retry_after = retry_after
@@ -45,7 +47,7 @@ class StatusError(Exception):
             "message": self.message,
             "reason": self.reason,
         }
-        if self.details:
+        if self.details or self._render_details:
             status["details"] = self.details
         status["code"] = self.code
         return status

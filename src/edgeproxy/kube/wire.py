@@ -43,7 +43,15 @@ def list_body(
         + _json.encode(meta)
         + b',"items":['
     )
-    return head + b",".join(items) + b"]}"
+    # One join over every part: a 10k-item list is copied once, not three times.
+    parts = [head]
+    for item in items:
+        parts.append(item)
+        parts.append(b",")
+    if len(parts) > 1:
+        parts.pop()
+    parts.append(b"]}")
+    return b"".join(parts)
 
 
 def watch_event(event_type: EventType, obj: bytes) -> bytes:

@@ -9,6 +9,7 @@ never a traceback.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -24,7 +25,7 @@ from edgeproxy.kube import status
 from edgeproxy.kube.continuetoken import continue_after, decode_continue, expired_continue
 from edgeproxy.kube.fields import FieldSelector
 from edgeproxy.kube.labels import LabelSelector, SelectorError
-from edgeproxy.kube.negotiation import MediaChoice, negotiate, request_content_type
+from edgeproxy.kube.negotiation import MediaChoice, negotiate
 from edgeproxy.kube.objects import ObjectRecord, object_key, with_type_meta
 from edgeproxy.kube.request import (
     ListOptions,
@@ -123,6 +124,9 @@ class SimApp:
         info = request_info(request.method, request.path, query)
         if not info.is_resource_request:
             return self._non_resource(request, info)
+        if "//" in request.path:
+            # An empty segment (`/namespaces//pods`) would otherwise read as "all namespaces".
+            raise status.not_found_path()
         rt = self.registry.get(info.api_group, info.api_version, info.resource)
         if rt is None:
             raise status.not_found_path()
@@ -130,6 +134,13 @@ class SimApp:
             raise status.not_found_path()
         if rt.namespaced and info.name and not info.namespace and info.verb not in ("watch",):
             raise status.not_found_path()
+        if not rt.namespaced and info.namespace:
+            # RequestInfo reads `/api/v1/namespaces/{name}` as namespace={name}, as
+            # kube-apiserver does; a cluster-scoped object's key has no namespace,
+            # and other cluster-scoped resources have no route under a namespace.
+            if rt.resource != "namespaces":
+                raise status.not_found_path()
+            info = dataclasses.replace(info, namespace="")
         verb = info.verb
         if verb in ("get", "list", "watch"):
             opts = list_options(info, query)
@@ -143,12 +154,12 @@ class SimApp:
             if info.name or info.subresource:
                 raise status.method_not_allowed(f"create is not supported on {info.path}")
             body = await self._read_body(request)
-            obj = decode_body(body, request_content_type(request.headers.get("Content-Type")))
+            obj = decode_body(body, request.headers.get("Content-Type"))
             raw = self.ops.create(rt, info.namespace, obj, dry_run=dry_run)
             return self._object_response(request, rt, raw, code=201)
         if verb == "update":
             body = await self._read_body(request)
-            obj = decode_body(body, request_content_type(request.headers.get("Content-Type")))
+            obj = decode_body(body, request.headers.get("Content-Type"))
             raw = self.ops.update(
                 rt, info.namespace, info.name, obj, subresource=info.subresource, dry_run=dry_run
             )
@@ -201,7 +212,7 @@ class SimApp:
         body = await self._read_body(request)
         if not body.strip():
             return {}
-        obj = decode_body(body, request_content_type(request.headers.get("Content-Type")))
+        obj = decode_body(body, request.headers.get("Content-Type"))
         return obj
 
     # -- non-resource paths ------------------------------------------------
@@ -498,6 +509,10 @@ class SimApp:
                     break
                 if bookmarks and now >= next_bookmark:
                     await self.faults.wait_open()
+                    if watcher.pending:
+                        # Events queued while black-holed go first: a bookmark
+                        # promises every event up to its RV was sent (sec. 3.4).
+                        continue
                     await resp.write(
                         converter(bookmark(rt.kind, rt.api_version, str(self.store.rv)))
                     )

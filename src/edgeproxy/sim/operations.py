@@ -22,7 +22,8 @@ from typing import Any
 import msgspec
 import yaml
 
-from edgeproxy.kube import status
+from edgeproxy.kube import protobuf, status
+from edgeproxy.kube.negotiation import request_content_type
 from edgeproxy.kube.objects import ObjectRecord, object_key, with_type_meta
 from edgeproxy.kube.resources import ResourceType
 from edgeproxy.kube.status import StatusError
@@ -76,8 +77,12 @@ def now_timestamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def decode_body(body: bytes, content_type: str) -> Obj:
-    """Decode a create/update body (JSON or YAML) into an object; 400 otherwise."""
+def decode_body(body: bytes, content_type_header: str | None) -> Obj:
+    """Decode a create/update/delete body (JSON, YAML or protobuf); 400/415 otherwise."""
+    media = (content_type_header or "").split(";")[0].strip().lower()
+    if media == protobuf.CONTENT_TYPE:
+        return protobuf.decode_object(body)
+    content_type = request_content_type(content_type_header)
     try:
         if content_type in ("application/yaml", "application/x-yaml"):
             obj = yaml.safe_load(body)
@@ -135,6 +140,40 @@ class Operations:
             )
         if not isinstance(obj.get("metadata", {}), dict):
             raise status.bad_request("metadata must be a JSON object")
+        self._check_meta_types(rt, obj.get("metadata") or {})
+
+    @staticmethod
+    def _check_meta_types(rt: ResourceType, meta: Obj) -> None:
+        """Wrongly typed metadata is a decode error (400), as in the apiserver's JSON decoder.
+
+        Without this check a label value like 5 reaches the store and fails there (a 500).
+        """
+        go_types = {
+            "name": "string",
+            "generateName": "string",
+            "namespace": "string",
+            "uid": "string",
+            "resourceVersion": "string",
+            "labels": "map[string]string",
+            "annotations": "map[string]string",
+            "finalizers": "[]string",
+        }
+        for key, go_type in go_types.items():
+            value = meta.get(key)
+            if value is None:
+                continue
+            if go_type == "string":
+                ok = isinstance(value, str)
+            elif go_type == "[]string":
+                ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            else:
+                ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+            if not ok:
+                raise status.bad_request(
+                    f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                    f"json: cannot unmarshal {type(value).__name__} into Go struct field "
+                    f"ObjectMeta.metadata.{key} of type {go_type}"
+                )
 
     def _validate_name(self, rt: ResourceType, name: str) -> None:
         if rt.resource in ("namespaces",):
@@ -371,6 +410,8 @@ class Operations:
         obj: Obj = msgspec.json.decode(current.raw)
         meta: Obj = obj["metadata"]
         pre = options.get("preconditions") or {}
+        if not isinstance(pre, dict):
+            raise status.bad_request("preconditions must be a JSON object")
         if pre.get("uid") and pre["uid"] != meta.get("uid"):
             raise status.conflict(
                 rt.resource,

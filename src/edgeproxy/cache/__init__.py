@@ -1,0 +1,1 @@
+"""Scopes, their stores and reflectors: what the proxy knows of the cluster."""

@@ -1,0 +1,230 @@
+"""A reflector keeps one scope in sync with upstream: list, then watch.
+
+It resumes from the scope's RV whenever it can — after a stream ends, after
+an outage, after a restart from the journal — so clients never relist
+because of the proxy. Only when upstream answers 410 does it relist, and the
+list is applied as the difference (ADDED/MODIFIED/DELETED) to what local
+watchers already saw (ARCHITECTURE.md sec. 3). When the link goes down the
+stream is dropped at once and the reflector waits for the link to return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import urllib.parse
+from dataclasses import dataclass
+
+import msgspec
+
+from edgeproxy.cache.listing import BadUpstreamBody, ObjectFilter, parse_list, parse_rv, records_of
+from edgeproxy.cache.store import ScopeStore
+from edgeproxy.errors import UpstreamUnreachable
+from edgeproxy.kube.objects import record_from_bytes, strip_type_meta
+from edgeproxy.kube.watchstream import WatchDecoder, WatchStreamError
+from edgeproxy.upstream.pool import Upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReflectorSettings:
+    # client-go's reflector asks for 5-10 min watches; a fresh request now and
+    # then lets upstream rebalance and bounds a silently stuck stream.
+    watch_timeout_min: int = 300
+    watch_timeout_max: int = 600
+    # Backoff after an upstream error (not an outage: then we wait for the link).
+    backoff_initial: float = 0.5
+    backoff_max: float = 10.0
+
+
+class _Expired(Exception):
+    """Upstream said 410: the scope's RV is too old to watch from."""
+
+
+class Reflector:
+    """Runs list+watch for one ScopeStore until stopped."""
+
+    def __init__(
+        self,
+        store: ScopeStore,
+        upstream: Upstream,
+        keep: ObjectFilter,
+        settings: ReflectorSettings | None = None,
+        on_bytes: object = None,
+    ) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.keep = keep
+        self.settings = settings or ReflectorSettings()
+        self.task: asyncio.Task[None] | None = None
+        self.synced = asyncio.Event()
+        if store.synced:
+            self.synced.set()
+        self.bytes_in = 0
+        self.relists = 0
+        self.watches = 0
+        self.last_error = ""
+        self._stream: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.create_task(self._run(), name=f"reflector {self.store.scope.key}")
+            self.upstream.on_state_change(self._link_changed)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+
+    def _link_changed(self, healthy: bool) -> None:
+        if not healthy and self._stream is not None:
+            self._stream.cancel()  # a black-holed stream would otherwise hang
+
+    def _query(self, **params: str) -> str:
+        scope = self.store.scope
+        query = dict(params)
+        if scope.label_selector:
+            query["labelSelector"] = scope.label_selector
+        if scope.field_selector:
+            query["fieldSelector"] = scope.field_selector
+        return self.store.rt.collection_path(scope.namespace) + "?" + urllib.parse.urlencode(query)
+
+    async def _run(self) -> None:
+        backoff = self.settings.backoff_initial
+        while True:
+            if not self.upstream.healthy:
+                await self.upstream.changed.wait()
+                continue
+            try:
+                if not self.store.synced:
+                    await self.relist(consistent=False)
+                self._stream = asyncio.create_task(self._watch(), name="reflector-watch")
+                try:
+                    await self._stream
+                finally:
+                    self._stream = None
+                backoff = self.settings.backoff_initial
+            except _Expired:
+                log.info(
+                    "scope %s: upstream says RV %d is too old; relisting",
+                    self.store.scope.key,
+                    self.store.rv,
+                )
+                try:
+                    await self.relist(consistent=True)
+                except (UpstreamUnreachable, BadUpstreamBody, _UpstreamStatus) as exc:
+                    self.last_error = str(exc)
+                    await asyncio.sleep(backoff)
+            except asyncio.CancelledError:
+                if self.task is not None and self.task.cancelling():
+                    raise
+                # The stream was dropped because the link went down.
+            except (
+                UpstreamUnreachable,
+                BadUpstreamBody,
+                WatchStreamError,
+                _UpstreamStatus,
+                aiohttp_errors(),
+            ) as exc:
+                self.last_error = str(exc)
+                log.info("scope %s: %s; retrying in %.1fs", self.store.scope.key, exc, backoff)
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.settings.backoff_max)
+
+    async def relist(self, *, consistent: bool) -> None:
+        """List the scope and apply it; `consistent` asks for the latest state."""
+        rv_param = "" if consistent else "0"
+        path = self._query(resourceVersion=rv_param) if rv_param else self._query()
+        resp = await self.upstream.request("GET", path, headers={"Accept": "application/json"})
+        async with resp:
+            body = await resp.read()
+            self.bytes_in += len(body)
+            if resp.status != 200:
+                raise _UpstreamStatus(resp.status, body)
+            body = _decompress(resp.headers.get("Content-Encoding", ""), body)
+        view = parse_list(body)
+        records, _, _ = records_of(self.store.rt, view, self.keep)
+        if view.items:
+            self.store.typed_items = bytes(view.items[0]).startswith(b'{"kind"')
+        self.store.replace(records, parse_rv(view.metadata.resourceVersion))
+        self.relists += 1
+        self.synced.set()
+
+    async def _watch(self) -> None:
+        timeout = random.randint(self.settings.watch_timeout_min, self.settings.watch_timeout_max)
+        path = self._query(
+            watch="1",
+            resourceVersion=str(self.store.rv),
+            allowWatchBookmarks="true",
+            timeoutSeconds=str(timeout),
+        )
+        resp = await self.upstream.request(
+            "GET", path, headers={"Accept": "application/json"}, read_timeout=None
+        )
+        self.watches += 1
+        decoder = WatchDecoder()
+        async with resp:
+            if resp.status == 410:
+                raise _Expired()
+            if resp.status != 200:
+                raise _UpstreamStatus(resp.status, await resp.read())
+            async for chunk in resp.content.iter_any():
+                self.bytes_in += len(chunk)
+                for event in decoder.feed(chunk):
+                    self._apply(event.type, event.object)
+            for event in decoder.eof():
+                self._apply(event.type, event.object)
+
+    def _apply(self, event_type: str, obj: bytes) -> None:
+        store = self.store
+        if event_type == "ERROR":
+            status = msgspec.json.decode(obj)
+            code = status.get("code") if isinstance(status, dict) else None
+            if code == 410:
+                raise _Expired()
+            raise _UpstreamStatus(int(code or 500), obj)
+        if event_type == "BOOKMARK":
+            meta = msgspec.json.decode(obj).get("metadata") or {}
+            store.bookmark(parse_rv(str(meta.get("resourceVersion", "0"))))
+            return
+        raw = obj if store.typed_items else strip_type_meta(obj)
+        try:
+            record = record_from_bytes(store.rt, raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise WatchStreamError(f"malformed object in watch event: {exc}") from exc
+        kept = self.keep(record)
+        if kept is None:
+            if record.key in store.objects:
+                store.apply_event("DELETED", record)
+            else:
+                store.bookmark(record.rv)
+            return
+        store.apply_event(event_type, kept)  # type: ignore[arg-type]
+
+
+class _UpstreamStatus(Exception):
+    def __init__(self, code: int, body: bytes) -> None:
+        super().__init__(f"upstream answered {code}: {body[:200]!r}")
+        self.code = code
+
+
+def aiohttp_errors() -> type[Exception]:
+    import aiohttp
+
+    return aiohttp.ClientError
+
+
+def _decompress(encoding: str, body: bytes) -> bytes:
+    if encoding.strip().lower() == "gzip":
+        import gzip
+
+        try:
+            return gzip.decompress(body)
+        except (OSError, EOFError) as exc:
+            raise BadUpstreamBody(f"bad gzip body: {exc}") from exc
+    return body

@@ -1,0 +1,219 @@
+"""One scope's state: objects as bytes, the RV they are valid at, recent events.
+
+The store only ever moves forward along upstream's event stream: a watch
+event newer than its RV, a bookmark, or a complete list (snapshot) that is
+turned into the difference as ADDED/MODIFIED/DELETED events. It never
+invents resourceVersions: `rv` is the last upstream RV whose every event
+has been applied (ARCHITECTURE.md sec. 3). History is a bounded ring; a
+watcher can resume from any RV at or after `compacted_rv`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+
+from edgeproxy.cache.broadcast import Event, TypeInfo, Watcher
+from edgeproxy.cache.scope import Scope
+from edgeproxy.kube.objects import ObjectRecord
+from edgeproxy.kube.resources import ResourceType
+from edgeproxy.kube.wire import EventType
+
+# (scope, rv, upserts, deletes) — or a whole snapshot when deletes is None.
+PersistHook = Callable[["ScopeStore", int, Mapping[str, bytes], list[str] | None], None]
+
+
+class TooOld(Exception):
+    """The requested RV is older than this scope's kept history."""
+
+    def __init__(self, requested: int, oldest: int) -> None:
+        super().__init__(f"too old resource version: {requested} ({oldest})")
+        self.requested = requested
+        self.oldest = oldest
+
+
+class ScopeStore:
+    """Objects, RV, history and watchers of one scope."""
+
+    def __init__(self, scope: Scope, rt: ResourceType, history_limit: int) -> None:
+        self.scope = scope
+        self.rt = rt
+        self.types = TypeInfo(rt.kind, rt.api_version)
+        self.objects: dict[str, ObjectRecord] = {}
+        self._keys: list[str] = []
+        self.rv = 0
+        # True once the store holds a complete state at `rv` (list or journal).
+        self.synced = False
+        # Every event with rv > compacted_rv is in `history`.
+        self.compacted_rv = 0
+        self.history: deque[Event] = deque()
+        self.history_limit = history_limit
+        self.watchers: set[Watcher] = set()
+        self.persist: PersistHook | None = None
+        self.last_used = time.monotonic()
+        self.bytes = 0
+        # Whether upstream list items carry kind/apiVersion (custom resources).
+        self.typed_items = False
+        self._rv_waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    # -- reads ---------------------------------------------------------------
+
+    def keys_from(self, start: str = "", prefix: str = "") -> Iterator[str]:
+        lo = bisect.bisect_left(self._keys, max(start, prefix))
+        for i in range(lo, len(self._keys)):
+            key = self._keys[i]
+            if prefix and not key.startswith(prefix):
+                return
+            yield key
+
+    def get(self, key: str) -> ObjectRecord | None:
+        return self.objects.get(key)
+
+    def events_after(self, rv: int) -> list[Event]:
+        if rv < self.compacted_rv:
+            raise TooOld(rv, self.compacted_rv)
+        events = list(self.history)
+        idx = bisect.bisect_right([e.rv for e in events], rv)
+        return events[idx:]
+
+    # -- writes --------------------------------------------------------------
+
+    def load(self, records: Mapping[str, ObjectRecord], rv: int) -> None:
+        """Start from a known state (journal or first list) without events."""
+        self.objects = dict(records)
+        self._keys = sorted(self.objects)
+        self.bytes = sum(len(r.raw) for r in self.objects.values())
+        self.rv = rv
+        self.compacted_rv = rv
+        self.history.clear()
+        self.synced = True
+
+    def replace(self, records: Mapping[str, ObjectRecord], rv: int) -> list[Event]:
+        """Apply a complete list at `rv` as the difference from the current state."""
+        if not self.synced:
+            self.load(records, rv)
+            self._persist_snapshot()
+            return []
+        if rv < self.rv:
+            return []  # older than what we have: nothing to learn
+        changes: list[tuple[EventType, ObjectRecord, ObjectRecord | None]] = []
+        for key, record in records.items():
+            old = self.objects.get(key)
+            if old is None:
+                changes.append(("ADDED", record, None))
+            elif old.rv != record.rv or old.raw != record.raw:
+                changes.append(("MODIFIED", record, old))
+        # ADDED/MODIFIED carry their own RVs, all after our old RV; deletions
+        # happened at some RV up to the list's, so they come last at `rv`.
+        changes.sort(key=lambda c: c[1].rv)
+        events = [
+            self._apply(t, rec, prev, max(rec.rv, self.rv + 1) if rec.rv <= self.rv else rec.rv)
+            for t, rec, prev in changes
+        ]
+        for key in [k for k in self.objects if k not in records]:
+            old = self.objects[key]
+            events.append(self._apply("DELETED", old, old, rv))
+        self.rv = rv
+        self._persist_snapshot()
+        return events
+
+    def apply_event(self, event_type: EventType, record: ObjectRecord) -> Event | None:
+        """One upstream watch event; events at or below our RV are already applied."""
+        if record.rv <= self.rv:
+            return None
+        prev = self.objects.get(record.key)
+        if event_type == "DELETED" and prev is None:
+            self.rv = record.rv
+            self._persist({}, [], record.rv)
+            return None
+        if event_type != "DELETED" and prev is not None and event_type == "ADDED":
+            event_type = "MODIFIED"
+        event = self._apply(event_type, record, prev, record.rv)
+        self.rv = record.rv
+        if event_type == "DELETED":
+            self._persist({}, [record.key], record.rv)
+        else:
+            self._persist({record.key: record.raw}, [], record.rv)
+        return event
+
+    def bookmark(self, rv: int) -> bool:
+        """Upstream promises every event up to `rv` was sent."""
+        if rv <= self.rv:
+            return False
+        self.rv = rv
+        self._persist({}, [], rv)
+        return True
+
+    def _apply(
+        self, event_type: EventType, record: ObjectRecord, prev: ObjectRecord | None, rv: int
+    ) -> Event:
+        key = record.key
+        if event_type == "DELETED":
+            if key in self.objects:
+                self.bytes -= len(self.objects.pop(key).raw)
+                del self._keys[bisect.bisect_left(self._keys, key)]
+        else:
+            if key not in self.objects:
+                bisect.insort(self._keys, key)
+            else:
+                self.bytes -= len(self.objects[key].raw)
+            self.objects[key] = record
+            self.bytes += len(record.raw)
+        event = Event(event_type, rv, record, prev)
+        self.history.append(event)
+        while len(self.history) > self.history_limit:
+            self.compacted_rv = self.history.popleft().rv
+        for watcher in list(self.watchers):
+            watcher.offer(event)
+            if watcher.closed:
+                self.watchers.discard(watcher)
+        return event
+
+    async def wait_for_rv(self, rv: int, wait_seconds: float) -> bool:
+        """Wait until the store has reached `rv`; False on timeout."""
+        if self.rv >= rv:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._rv_waiters.append((rv, fut))
+        try:
+            await asyncio.wait_for(fut, wait_seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def _wake_waiters(self) -> None:
+        if not self._rv_waiters:
+            return
+        still = []
+        for target, fut in self._rv_waiters:
+            if fut.done():
+                continue
+            if target <= self.rv:
+                fut.set_result(None)
+            else:
+                still.append((target, fut))
+        self._rv_waiters = still
+
+    def _persist(self, upserts: Mapping[str, bytes], deletes: list[str], rv: int) -> None:
+        self._wake_waiters()
+        if self.persist is not None:
+            self.persist(self, rv, upserts, deletes)
+
+    def _persist_snapshot(self) -> None:
+        self._wake_waiters()
+        if self.persist is not None:
+            self.persist(self, self.rv, {k: r.raw for k, r in self.objects.items()}, None)
+
+    def close_watchers(self, reason: str) -> None:
+        for watcher in list(self.watchers):
+            watcher.close(reason)
+        self.watchers.clear()

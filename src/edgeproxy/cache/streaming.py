@@ -1,0 +1,92 @@
+"""Writing a watcher's frames to a chunked HTTP response.
+
+The one watch writer of the project (simulator and proxy): initial frames
+first, then queued events as they come, bookmarks on a timer when the client
+asked for them, and a clean end at the deadline, when the watcher is closed,
+or when the client goes away (k8s-api-semantics.md sec. 3.3-3.7). Every
+frame is flushed as it is produced; nothing is buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiohttp import web
+
+from edgeproxy.cache.broadcast import Watcher
+
+log = logging.getLogger(__name__)
+
+FrameConverter = Callable[[bytes], bytes]
+
+
+async def _no_gate() -> None:
+    return None
+
+
+async def stream_watch(
+    request: web.Request,
+    resp: web.StreamResponse,
+    watcher: Watcher,
+    initial: Iterable[bytes],
+    *,
+    duration: float,
+    bookmark: Callable[[], bytes | None] | None,
+    bookmark_interval: float,
+    convert: FrameConverter = lambda frame: frame,
+    gate: Callable[[], Awaitable[None]] = _no_gate,
+    idle_check: float = 5.0,
+    on_frame: Callable[[int], None] | None = None,
+) -> None:
+    """Stream until the deadline, watcher close, or client disconnect.
+
+    `bookmark()` returns a BOOKMARK frame (or None when none can be promised
+    yet); `gate` is awaited before each write (the simulator's black-hole).
+    """
+    deadline = time.monotonic() + duration
+    interval = bookmark_interval
+    # kube-apiserver also sends one ~2 s before the deadline so clients resume late.
+    next_bookmark = time.monotonic() + min(interval, max(duration - 2, 0.0))
+    transport = request.transport
+
+    async def write(frame: bytes) -> None:
+        await gate()
+        data = convert(frame)
+        await resp.write(data)
+        if on_frame is not None:
+            on_frame(len(data))
+
+    try:
+        for frame in initial:
+            await write(frame)
+        while True:
+            while watcher.pending:
+                await write(watcher.pending.popleft())
+            if watcher.closed:
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if bookmark is not None and now >= next_bookmark:
+                mark = bookmark()
+                if mark is not None:
+                    await write(mark)
+                next_bookmark = now + interval
+                if deadline - 2 > now:
+                    next_bookmark = min(next_bookmark, deadline - 2)
+            wait_until = min(deadline, next_bookmark) if bookmark is not None else deadline
+            wait = max(0.0, min(wait_until - now, idle_check))
+            watcher.wake.clear()
+            if watcher.pending or watcher.closed:
+                continue
+            try:
+                await asyncio.wait_for(watcher.wake.wait(), wait)
+            except TimeoutError:
+                if transport is None or transport.is_closing():
+                    break
+        await resp.write_eof()
+    except (ConnectionResetError, ConnectionError):
+        log.debug("watch client went away")

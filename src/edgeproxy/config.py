@@ -1,0 +1,174 @@
+"""One settings tree for `edge-proxy serve`, read from a YAML file and flags.
+
+Every flag has a config-file key (camelCase, as Kubernetes component configs
+spell them); flags win over the file. A bad value anywhere is a
+`ConfigError` naming the flag or key, raised before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgeproxy.errors import ConfigError
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edge-proxy"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    server_addrs: tuple[str, ...] = ()
+    kubeconfig: Path | None = None
+    context: str | None = None
+    ca_file: Path | None = None
+    token_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    insecure_skip_tls_verify: bool = False
+    # Loopback only by default: clients on the node, never the network.
+    listen: str = "127.0.0.1:10261"
+    admin_listen: str = "127.0.0.1:10267"
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    node_name: str = ""
+    drop_name_prefixes: tuple[str, ...] = ()
+    # strict: resourceVersion="" lists go upstream; cache-first: served from a synced reflector.
+    consistency: str = "strict"
+    cache_first_resources: tuple[str, ...] = ()
+    # Disk bound of the journal; least recently used scopes are evicted past it.
+    max_cache_bytes: int | None = None
+    upstream_strategy: str = "failover"
+    # Seconds between /readyz probes; black-hole detection takes about 2 probe timeouts.
+    probe_interval: float = 0.5
+    # Reads wait this long for upstream before answering from the cache when the
+    # link is in doubt.
+    fallback_after: float = 1.0
+    bookmark_interval: float = 60.0
+
+
+# config-file key -> (attribute, converter name)
+_KEYS: Mapping[str, str] = {
+    "serverAddr": "server_addrs",
+    "kubeconfig": "kubeconfig",
+    "context": "context",
+    "caFile": "ca_file",
+    "tokenFile": "token_file",
+    "clientCert": "client_cert",
+    "clientKey": "client_key",
+    "insecureSkipTLSVerify": "insecure_skip_tls_verify",
+    "listen": "listen",
+    "adminListen": "admin_listen",
+    "cacheDir": "cache_dir",
+    "nodeName": "node_name",
+    "dropNamePrefix": "drop_name_prefixes",
+    "consistency": "consistency",
+    "cacheFirstResources": "cache_first_resources",
+    "maxCacheBytes": "max_cache_bytes",
+    "upstreamStrategy": "upstream_strategy",
+    "probeInterval": "probe_interval",
+    "fallbackAfter": "fallback_after",
+    "bookmarkInterval": "bookmark_interval",
+}
+_FLAG_OF = {
+    attr: "--" + "".join("-" + c.lower() if c.isupper() else c for c in key).replace("t-l-s", "tls")
+    for key, attr in _KEYS.items()
+}
+
+
+def convert(attr: str, value: Any, where: str) -> Any:
+    kind = {f.name: f.type for f in fields(ServeConfig)}[attr]
+    try:
+        if kind in ("tuple[str, ...]",):
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError("must be a list of strings")
+            return tuple(value)
+        if kind in ("Path | None", "Path"):
+            if not isinstance(value, str) or not value:
+                raise ValueError("must be a path")
+            return Path(value).expanduser()
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError("must be true or false")
+            return value
+        if kind == "int | None":
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError("must be a positive integer")
+            return value
+        if kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError("must be a positive number")
+            return float(value)
+        if kind in ("str", "str | None"):
+            if not isinstance(value, str):
+                raise ValueError("must be a string")
+            return value
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc} (got {value!r})") from None
+    raise ConfigError(f"{where}: unsupported setting type {kind}")
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """The config file's settings as attribute -> value."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"config file {path}: must be a mapping of settings")
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        attr = _KEYS.get(str(key))
+        if attr is None:
+            known = ", ".join(sorted(_KEYS))
+            raise ConfigError(f"config file {path}: unknown setting {key!r} (known: {known})")
+        out[attr] = convert(attr, value, f"config file {path}: {key}")
+    return out
+
+
+def build(file_settings: Mapping[str, Any], flag_settings: Mapping[str, Any]) -> ServeConfig:
+    """File settings overlaid with flags (flags already converted by the CLI), then validated."""
+    config = replace(ServeConfig(), **{**file_settings, **flag_settings})
+    validate(config)
+    return config
+
+
+def flag_name(attr: str) -> str:
+    return _FLAG_OF.get(attr, attr)
+
+
+def validate(config: ServeConfig) -> None:
+    if bool(config.server_addrs) == bool(config.kubeconfig):
+        raise ConfigError(
+            "exactly one of --server-addr (serverAddr) and --kubeconfig (kubeconfig) is required"
+        )
+    if config.consistency not in ("strict", "cache-first"):
+        raise ConfigError(
+            f"--consistency (consistency): must be strict or cache-first (got {config.consistency!r})"
+        )
+    if config.upstream_strategy not in ("failover", "round-robin"):
+        raise ConfigError(
+            f"--upstream-strategy (upstreamStrategy): must be failover or round-robin (got {config.upstream_strategy!r})"
+        )
+    for prefix in config.drop_name_prefixes:
+        if not prefix:
+            raise ConfigError(
+                "--drop-name-prefix (dropNamePrefix): an empty prefix would drop everything"
+            )
+    for attr in ("listen", "admin_listen"):
+        value = getattr(config, attr)
+        _, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"{flag_name(attr)}: {value!r} is not HOST:PORT")

@@ -1,0 +1,1 @@
+"""Edge filters: what a client may see of an object."""

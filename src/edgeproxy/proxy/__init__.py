@@ -1,0 +1,1 @@
+"""Routing and handlers: pass-through, local serving, offline answers."""

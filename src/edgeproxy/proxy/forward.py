@@ -1,0 +1,123 @@
+"""Pass-through: a client request streamed to upstream and the answer streamed back.
+
+Bodies are streamed in both directions in chunks, so a 100 MB log or list
+costs a chunk of memory per request, not 100 MB. Hop-by-hop headers are
+dropped (RFC 9110 sec. 7.6.1); the client's own credentials are replaced by
+the proxy's upstream credentials (ARCHITECTURE.md sec. 6); status codes and
+the headers that matter (Content-Type, Content-Encoding, Retry-After,
+Warning, Audit-Id, …) are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from edgeproxy.upstream.pool import Upstream
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+# The proxy authenticates upstream as itself; client credentials stop here.
+_CLIENT_AUTH = frozenset({"authorization"})
+
+CHUNK = 64 * 1024
+
+
+def upstream_headers(headers: Mapping[str, str], **overrides: str) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in _CLIENT_AUTH:
+            continue
+        out.add(name, value)
+    for name, value in overrides.items():
+        out[name.replace("_", "-")] = value
+    return out
+
+
+def client_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in HOP_BY_HOP:
+            out.add(name, value)
+    return out
+
+
+async def stream_body(request: web.Request) -> object:
+    """The client's body as an async iterator (None when there is none)."""
+    if not request.body_exists:
+        return None
+
+    async def chunks() -> object:
+        async for chunk in request.content.iter_chunked(CHUNK):
+            yield chunk
+
+    return chunks()
+
+
+async def relay(
+    request: web.Request,
+    upstream_resp: aiohttp.ClientResponse,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+) -> web.StreamResponse:
+    """Stream an upstream response to the client, chunk by chunk, flushing each."""
+    headers = client_headers(upstream_resp.headers)
+    length = upstream_resp.headers.get("Content-Length")
+    resp = web.StreamResponse(
+        status=upstream_resp.status, reason=upstream_resp.reason, headers=headers
+    )
+    if length is not None:
+        resp.content_length = int(length)
+    else:
+        resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    try:
+        async for chunk in upstream_resp.content.iter_any():
+            await resp.write(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+        await resp.write_eof()
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+        # Upstream broke mid-body: all we can do is cut the client off too, so
+        # it sees a truncated response rather than a complete-looking one.
+        log.warning("upstream body for %s broke off: %s", request.path, exc)
+        if request.transport is not None:
+            request.transport.close()
+    except ConnectionResetError:
+        log.debug("client went away during %s", request.path)
+    return resp
+
+
+async def passthrough(
+    request: web.Request,
+    upstream: Upstream,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+) -> web.StreamResponse:
+    headers = upstream_headers(request.headers)
+    body = await stream_body(request)
+    resp = await upstream.request(
+        request.method, request.path_qs, headers=headers, data=body, read_timeout=None
+    )
+    async with resp:
+        return await relay(request, resp, on_bytes=on_bytes)

@@ -1,0 +1,784 @@
+"""Every client request ends here: forwarded, answered from the cache, or offline.
+
+The decisions follow ARCHITECTURE.md sec. 3:
+- writes and everything that is not a resource read are passed through
+  (while the link is down, writes get a 503 that says so, with Retry-After);
+- gets and lists are forwarded while the link is up (asking upstream for JSON
+  so the answer can be cached), filtered, applied to the scope's store and
+  journaled; RV=0 / NotOlderThan lists are served from a synced scope, and
+  `resourceVersion=""` too in cache-first mode;
+- a read that upstream does not answer within `fallback_after` while the link
+  is not known to be healthy is answered from the cache;
+- watches are always served from a scope store kept in sync by one shared
+  upstream reflector, so they survive an outage and resume after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from edgeproxy.cache.broadcast import Watcher
+from edgeproxy.cache.listing import BadUpstreamBody, ObjectFilter, parse_list, parse_rv, records_of
+from edgeproxy.cache.manager import CacheManager
+from edgeproxy.cache.scope import Scope
+from edgeproxy.cache.store import ScopeStore, TooOld
+from edgeproxy.cache.streaming import stream_watch
+from edgeproxy.errors import UpstreamUnreachable
+from edgeproxy.kube import status
+from edgeproxy.kube.continuetoken import decode_continue, expired_continue
+from edgeproxy.kube.fields import FieldSelector
+from edgeproxy.kube.labels import LabelSelector, SelectorError
+from edgeproxy.kube.negotiation import MediaChoice, negotiate
+from edgeproxy.kube.objects import (
+    ObjectRecord,
+    object_key,
+    record_from_bytes,
+    strip_type_meta,
+    with_type_meta,
+)
+from edgeproxy.kube.paging import select_page
+from edgeproxy.kube.request import (
+    ListOptions,
+    RequestInfo,
+    list_options,
+    list_semantics,
+    request_info,
+)
+from edgeproxy.kube.resources import ResourceType
+from edgeproxy.kube.status import StatusError
+from edgeproxy.kube.table import (
+    include_object_option,
+    partial_object_metadata,
+    partial_object_metadata_list,
+    table,
+)
+from edgeproxy.kube.wire import bookmark, list_body
+from edgeproxy.metrics import Metrics
+from edgeproxy.proxy import forward
+from edgeproxy.upstream.pool import Upstream
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+GZIP_MIN = 128 * 1024  # kube-apiserver gzips bodies above 128 KiB (sec. 7)
+Consistency = Literal["strict", "cache-first"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    # "strict": resourceVersion="" lists go upstream; "cache-first": served from a
+    # healthy synced reflector (fewer cloud bytes, may lag by the watch delay).
+    consistency: Consistency = "strict"
+    # Resources (plural) served cache-first even in strict mode.
+    cache_first_resources: frozenset[str] = frozenset()
+    # Watch bookmarks every minute, like kube-apiserver.
+    bookmark_interval: float = 60.0
+    # Frames one client watch may queue before it is closed as too slow.
+    watcher_buffer: int = 10_000
+    # How long a watch waits for its scope's first sync before giving up.
+    sync_timeout: float = 30.0
+    # Read-your-writes: how long a cached read waits for the proxy's own write.
+    rv_wait: float = 3.0
+    # Retry-After for writes while the cloud is unreachable.
+    offline_retry_after: int = 10
+    # --min-request-timeout of kube-apiserver: unset watch timeouts are 1800..3600 s.
+    min_request_timeout: float = 1800.0
+
+
+class _Fallback(Exception):
+    """Upstream did not answer in time and the link is not known to be healthy."""
+
+
+def error_response(err: StatusError) -> web.Response:
+    return web.Response(
+        body=err.body(), status=err.code, headers={"Content-Type": JSON, **err.headers()}
+    )
+
+
+def _offline(what: str) -> StatusError:
+    return status.service_unavailable(
+        f"the cloud apiserver is unreachable and {what} is not in the edge-proxy cache",
+        retry_after=5,
+    )
+
+
+class ProxyRouter:
+    def __init__(
+        self,
+        upstream: Upstream,
+        cache: CacheManager,
+        keep: ObjectFilter,
+        metrics: Metrics,
+        settings: ProxySettings | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.cache = cache
+        self.keep = keep
+        self.metrics = metrics
+        self.settings = settings or ProxySettings()
+        # Read-your-writes: the newest RV a write through the proxy returned, per resource.
+        self._written_rv: dict[tuple[str, str, str], int] = {}
+
+    # -- entry ---------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        verb, resource, served = request.method.lower(), "", "upstream"
+        try:
+            info = request_info(request.method, request.path, request.query)
+            verb, resource = info.verb, info.resource
+            resp, served = await self._route(request, info)
+        except StatusError as err:
+            resp, served = error_response(err), "proxy"
+        except UpstreamUnreachable as exc:
+            resp, served = error_response(self._unreachable(request, str(exc))), "proxy"
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # never a traceback to a client
+            log.exception("unhandled error serving %s %s", request.method, request.path_qs)
+            resp, served = error_response(status.internal_error(type(exc).__name__)), "proxy"
+        self.metrics.requests.labels(verb, resource, str(resp.status), served).inc()
+        self.metrics.request_seconds.labels(verb, served).observe(time.monotonic() - started)
+        return resp
+
+    def _unreachable(self, request: web.Request, detail: str) -> StatusError:
+        retry = self.settings.offline_retry_after
+        if request.method in ("GET", "HEAD"):
+            return status.service_unavailable(
+                f"the cloud apiserver is unreachable: {detail}", retry_after=retry
+            )
+        return status.service_unavailable(
+            f"the cloud apiserver is unreachable, so edge-proxy cannot {request.method} {request.path}; "
+            "nothing was changed, retry when the link is back",
+            retry_after=retry,
+        )
+
+    async def _route(
+        self, request: web.Request, info: RequestInfo
+    ) -> tuple[web.StreamResponse, str]:
+        if _is_upgrade(request) or not info.is_resource_request:
+            return await self._non_resource(request, info)
+        rt = self.cache.resource_type(
+            info.api_group, info.api_version, info.resource, namespaced=bool(info.namespace)
+        )
+        if info.verb in ("get", "list", "watch") and not info.subresource:
+            opts = list_options(info, request.query)
+            if info.verb == "watch":
+                return await self._watch(request, info, rt, opts), "cache"
+            if info.verb == "list":
+                return await self._list(request, info, rt, opts)
+            return await self._get(request, info, rt)
+        return await self._write(request, info, rt)
+
+    # -- pass-through ----------------------------------------------------------------
+
+    def _count_bytes(self, served: str) -> Any:
+        counter = self.metrics.client_bytes.labels(served)
+        upstream = self.metrics.upstream_bytes.labels("passthrough")
+
+        def on_bytes(n: int) -> None:
+            counter.inc(n)
+            upstream.inc(n)
+
+        return on_bytes
+
+    async def _non_resource(
+        self, request: web.Request, info: RequestInfo
+    ) -> tuple[web.StreamResponse, str]:
+        if request.method == "GET" and not _is_upgrade(request):
+            return await self._cached_get(request)
+        if not self.upstream.healthy:
+            raise UpstreamUnreachable("link is down")
+        return await forward.passthrough(
+            request, self.upstream, on_bytes=self._count_bytes("upstream")
+        ), "upstream"
+
+    async def _cached_get(self, request: web.Request) -> tuple[web.StreamResponse, str]:
+        """Discovery, /version, openapi: forward, remember, replay offline."""
+        key = f"{request.path_qs}|{request.headers.get('Accept', '')}"
+        if self.upstream.healthy:
+            try:
+                resp = await self._forward_read(
+                    request,
+                    forward.upstream_headers(request.headers),
+                    cached=self.cache.raw_get(key) is not None,
+                )
+            except (_Fallback, UpstreamUnreachable):
+                resp = None
+            if resp is not None:
+                async with resp:
+                    body = await resp.read()
+                    self.metrics.upstream_bytes.labels("discovery").inc(len(body))
+                    headers = forward.client_headers(resp.headers)
+                    if resp.status == 200:
+                        self.cache.remember_raw(
+                            key,
+                            resp.headers.get("Content-Type", JSON),
+                            resp.headers.get("Content-Encoding", ""),
+                            body,
+                        )
+                    out = web.Response(body=body, status=resp.status, headers=headers)
+                    self.metrics.client_bytes.labels("upstream").inc(len(body))
+                    return out, "upstream"
+        cached = self.cache.raw_get(key)
+        if cached is None:
+            raise _offline(request.path)
+        content_type, encoding, body = cached
+        replay = {"Content-Type": content_type}
+        if encoding:
+            replay["Content-Encoding"] = encoding
+        self.metrics.client_bytes.labels("offline").inc(len(body))
+        return web.Response(body=body, headers=replay), "offline"
+
+    async def _write(
+        self, request: web.Request, info: RequestInfo, rt: ResourceType
+    ) -> tuple[web.StreamResponse, str]:
+        if not self.upstream.healthy:
+            raise self._unreachable(request, "link is down")
+        headers = forward.upstream_headers(request.headers)
+        body = await forward.stream_body(request)
+        resp = await self.upstream.request(
+            request.method, request.path_qs, headers=headers, data=body, read_timeout=None
+        )
+        async with resp:
+            if (
+                resp.status < 300
+                and info.verb in ("create", "update", "patch", "delete")
+                and resp.headers.get("Content-Type", "").startswith(JSON)
+                and not resp.headers.get("Content-Encoding")
+            ):
+                data = await resp.read()
+                self._note_write(rt, data)
+                out = web.Response(
+                    body=data, status=resp.status, headers=forward.client_headers(resp.headers)
+                )
+                return out, "upstream"
+            return await forward.relay(
+                request, resp, on_bytes=self._count_bytes("upstream")
+            ), "upstream"
+
+    def _note_write(self, rt: ResourceType, body: bytes) -> None:
+        try:
+            meta = msgspec.json.decode(body, type=_MetaOnly).metadata
+            rv = int(meta.resourceVersion)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            return
+        gvr = (rt.group, rt.version, rt.resource)
+        self._written_rv[gvr] = max(rv, self._written_rv.get(gvr, 0))
+
+    async def _read_your_writes(self, rt: ResourceType, store: ScopeStore) -> None:
+        want = self._written_rv.get((rt.group, rt.version, rt.resource), 0)
+        if want > store.rv and self.upstream.healthy and store.scope in self.cache.reflectors:
+            await store.wait_for_rv(want, self.settings.rv_wait)
+
+    # -- forwarding reads ------------------------------------------------------------
+
+    async def _forward_read(
+        self, request: web.Request, headers: Mapping[str, str], *, cached: bool
+    ) -> aiohttp.ClientResponse:
+        """Send a read upstream; fall back when it hangs and the link is in doubt."""
+        task = asyncio.ensure_future(self.upstream.request("GET", request.path_qs, headers=headers))
+        if not cached:
+            return await task
+        done, _ = await asyncio.wait({task}, timeout=self.upstream.settings.fallback_after)
+        while not done:
+            if not self.upstream.recently_ok():
+                task.cancel()
+                raise _Fallback()
+            done, _ = await asyncio.wait({task}, timeout=self.upstream.settings.probe_interval)
+        return task.result()
+
+    def _json_headers(self, request: web.Request) -> dict[str, str]:
+        headers = dict(forward.upstream_headers(request.headers))
+        headers["Accept"] = JSON
+        if "gzip" not in request.headers.get("Accept-Encoding", ""):
+            headers.pop("Accept-Encoding", None)
+        return headers
+
+    # -- get ---------------------------------------------------------------------------
+
+    async def _get(
+        self, request: web.Request, info: RequestInfo, rt: ResourceType
+    ) -> tuple[web.StreamResponse, str]:
+        choice = negotiate(request.headers.get("Accept"), target="object", rt=rt)
+        cached = self.cache.find_object(rt, info.namespace, info.name)
+        if self.upstream.healthy:
+            try:
+                if not self._as_json(choice):
+                    headers = forward.upstream_headers(request.headers)
+                    resp = await self._forward_read(request, headers, cached=cached is not None)
+                    async with resp:
+                        relayed = await forward.relay(
+                            request, resp, on_bytes=self._count_bytes("upstream")
+                        )
+                        return relayed, "upstream"
+                resp = await self._forward_read(
+                    request, self._json_headers(request), cached=cached is not None
+                )
+                async with resp:
+                    if resp.status != 200:
+                        relayed = await forward.relay(
+                            request, resp, on_bytes=self._count_bytes("upstream")
+                        )
+                        return relayed, "upstream"
+                    body = _decompress(resp.headers.get("Content-Encoding", ""), await resp.read())
+                    self.metrics.upstream_bytes.labels("get").inc(len(body))
+                record = record_from_bytes(rt, strip_type_meta(body))
+                if self.keep(record) is None:
+                    raise status.not_found(rt.resource, info.name, rt.group)
+                self.cache.remember_object(rt, record)
+                return self._object_response(request, rt, body, choice, "upstream"), "upstream"
+            except (_Fallback, UpstreamUnreachable):
+                pass
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("upstream sent a malformed object for %s: %s", request.path, exc)
+                if cached is None:
+                    raise status.internal_error(
+                        "the cloud apiserver sent a malformed object"
+                    ) from exc
+        if cached is None:
+            raise _offline(f'{rt.resource} "{info.name}"')
+        raw = with_type_meta(cached.raw, rt.kind, rt.api_version)
+        return self._object_response(request, rt, raw, choice, "offline"), "offline"
+
+    def _as_json(self, choice: MediaChoice) -> bool:
+        """Whether to ask upstream for JSON (and render the client's form here).
+
+        JSON answers are cached. Table and PartialObjectMetadata are forwarded
+        as upstream renders them, unless a filter is active: then the proxy
+        must see the objects, so it fetches JSON and renders the form itself.
+        """
+        return choice.form == "json" or (self.filtering and choice.form in ("table", "partial"))
+
+    @property
+    def filtering(self) -> bool:
+        return getattr(self.keep, "name", "") != "keep-all"
+
+    def _object_response(
+        self, request: web.Request, rt: ResourceType, raw: bytes, choice: MediaChoice, served: str
+    ) -> web.StreamResponse:
+        if choice.form == "json":
+            return self._send(request, raw, JSON, served)
+        obj = msgspec.json.decode(raw)
+        if choice.form == "table":
+            include = include_object_option(request.query.get("includeObject"))
+            doc = table(
+                rt,
+                [obj],
+                list_meta=None,
+                api_version=choice.meta_api_version,
+                include_object=include,
+            )
+        elif choice.form == "partial":
+            doc = partial_object_metadata(obj, choice.meta_api_version)
+        else:
+            raise status.not_acceptable(
+                "edge-proxy serves cached objects as JSON, Table or PartialObjectMetadata"
+            )
+        return self._send(request, msgspec.json.encode(doc), JSON, served)
+
+    def _send(
+        self, request: web.Request, body: bytes, content_type: str, served: str
+    ) -> web.StreamResponse:
+        headers = {"Content-Type": content_type}
+        if len(body) > GZIP_MIN and "gzip" in request.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        self.metrics.client_bytes.labels(served).inc(len(body))
+        return web.Response(body=body, headers=headers)
+
+    # -- list --------------------------------------------------------------------------
+
+    def _selectors(
+        self, rt: ResourceType, opts: ListOptions
+    ) -> tuple[LabelSelector, FieldSelector]:
+        try:
+            labels = LabelSelector.parse(opts.label_selector)
+            fields = FieldSelector.parse(opts.field_selector)
+            fields.check_supported(rt.field_paths, generic=not rt.extra_fields)
+        except SelectorError as exc:
+            raise status.bad_request(exc.message) from exc
+        return labels, fields
+
+    def _cache_first(self, rt: ResourceType) -> bool:
+        return (
+            self.settings.consistency == "cache-first"
+            or rt.resource in self.settings.cache_first_resources
+        )
+
+    async def _list(
+        self, request: web.Request, info: RequestInfo, rt: ResourceType, opts: ListOptions
+    ) -> tuple[web.StreamResponse, str]:
+        labels, fields = self._selectors(rt, opts)
+        choice = negotiate(request.headers.get("Accept"), target="list", rt=rt)
+        scope = Scope.of(rt, info.namespace, labels, fields)
+        semantics = list_semantics(opts)
+        store = self.cache.covering(scope, rt)
+        if (
+            store is not None
+            and self.upstream.healthy
+            and self._serve_locally(rt, store, semantics, opts)
+        ):
+            self.cache.reflector_for(store)
+            await self._read_your_writes(rt, store)
+            return self._local_list(
+                request, info, store, opts, labels, fields, choice, semantics
+            ), "cache"
+        if self.upstream.healthy:
+            try:
+                return await self._forward_list(
+                    request, rt, scope, opts, choice, cached=store is not None
+                ), "upstream"
+            except (_Fallback, UpstreamUnreachable):
+                pass
+        if store is None:
+            raise _offline(f"a list of {rt.resource}")
+        return self._local_list(
+            request, info, store, opts, labels, fields, choice, semantics
+        ), "offline"
+
+    def _serve_locally(
+        self, rt: ResourceType, store: ScopeStore, semantics: str, opts: ListOptions
+    ) -> bool:
+        if opts.continue_token:
+            return False
+        if semantics == "any":
+            return True
+        if semantics == "not_older_than":
+            try:
+                return store.rv >= int(opts.resource_version or "0")
+            except ValueError:
+                return False
+        if semantics == "most_recent" and self._cache_first(rt):
+            reflector = self.cache.reflectors.get(store.scope)
+            return reflector is not None and reflector.synced.is_set()
+        return False
+
+    async def _forward_list(
+        self,
+        request: web.Request,
+        rt: ResourceType,
+        scope: Scope,
+        opts: ListOptions,
+        choice: MediaChoice,
+        *,
+        cached: bool,
+    ) -> web.StreamResponse:
+        if not self._as_json(choice):
+            resp = await self._forward_read(
+                request, forward.upstream_headers(request.headers), cached=cached
+            )
+            async with resp:
+                return await forward.relay(request, resp, on_bytes=self._count_bytes("upstream"))
+        resp = await self._forward_read(request, self._json_headers(request), cached=cached)
+        async with resp:
+            raw_body = await resp.read()
+            encoding = resp.headers.get("Content-Encoding", "")
+            self.metrics.upstream_bytes.labels("list").inc(len(raw_body))
+            if resp.status != 200:
+                return web.Response(
+                    body=raw_body, status=resp.status, headers=forward.client_headers(resp.headers)
+                )
+        try:
+            body = _decompress(encoding, raw_body)
+            view = parse_list(body)
+            records, kept, dropped = records_of(rt, view, self.keep)
+            rv = parse_rv(view.metadata.resourceVersion)
+        except BadUpstreamBody as exc:
+            log.warning("upstream list for %s is malformed: %s", request.path, exc)
+            raise status.internal_error(
+                f"the cloud apiserver sent a malformed list: {exc}"
+            ) from exc
+        complete = not opts.continue_token and not view.metadata.continue_
+        if complete:
+            store = self.cache.store_for(scope, rt)
+            if view.items:
+                store.typed_items = bytes(view.items[0]).startswith(b'{"kind"')
+            store.replace(records, rv)
+            store.touch()
+            if self.cache.note_list(scope):
+                self.cache.reflector_for(store)
+        if choice.form != "json":
+            return self._render_list(
+                request,
+                rt,
+                view.metadata.resourceVersion,
+                view.metadata.continue_,
+                list(records.values()),
+                choice,
+                "upstream",
+            )
+        if dropped == 0:
+            out = web.Response(
+                body=raw_body,
+                headers={
+                    "Content-Type": JSON,
+                    **({"Content-Encoding": encoding} if encoding else {}),
+                },
+            )
+            self.metrics.client_bytes.labels("upstream").inc(len(raw_body))
+            return out
+        filtered = list_body(
+            view.kind,
+            view.apiVersion,
+            view.metadata.resourceVersion,
+            kept,
+            continue_token=view.metadata.continue_,
+            remaining_item_count=view.metadata.remainingItemCount,
+        )
+        return self._send(request, filtered, JSON, "upstream")
+
+    def _local_list(
+        self,
+        request: web.Request,
+        info: RequestInfo,
+        store: ScopeStore,
+        opts: ListOptions,
+        labels: LabelSelector,
+        fields: FieldSelector,
+        choice: MediaChoice,
+        semantics: str,
+    ) -> web.StreamResponse:
+        store.touch()
+        rt = store.rt
+        namespace = info.namespace if rt.namespaced else ""
+        prefix = namespace + "/" if namespace else ""
+        start = ""
+        if opts.continue_token:
+            token_rv, start_key = decode_continue(opts.continue_token)
+            if token_rv != store.rv and token_rv >= 0:
+                raise expired_continue(start_key)
+            start = prefix + start_key
+        elif semantics == "exact":
+            wanted = int(opts.resource_version or "0")
+            if wanted < store.rv:
+                raise status.expired("The resourceVersion for the provided list is too old.")
+            if wanted > store.rv:
+                raise status.too_large_resource_version(wanted, store.rv)
+        limit = 0 if semantics == "any" else opts.limit
+
+        def matches(record: ObjectRecord) -> bool:
+            if namespace and record.namespace != namespace:
+                return False
+            return labels.matches(record.labels) and fields.matches(record.fields)
+
+        page = select_page(
+            store.keys_from(start, prefix),
+            store.objects,
+            matches,
+            limit=limit,
+            snapshot_rv=store.rv,
+            prefix=prefix,
+            count_remaining=labels.empty and fields.empty,
+        )
+        rv = str(store.rv)
+        if choice.form == "json":
+            body = list_body(
+                rt.list_kind,
+                rt.api_version,
+                rv,
+                (r.raw for r in page.items),
+                continue_token=page.continue_token,
+                remaining_item_count=page.remaining,
+            )
+            return self._send(request, body, JSON, "cache")
+        return self._render_list(request, rt, rv, page.continue_token, page.items, choice, "cache")
+
+    def _render_list(
+        self,
+        request: web.Request,
+        rt: ResourceType,
+        rv: str,
+        token: str,
+        items: list[ObjectRecord],
+        choice: MediaChoice,
+        served: str,
+    ) -> web.StreamResponse:
+        """A list as a Table or PartialObjectMetadataList, rendered here."""
+        list_meta: dict[str, Any] = {"resourceVersion": rv}
+        if token:
+            list_meta["continue"] = token
+        objs = [msgspec.json.decode(with_type_meta(r.raw, rt.kind, rt.api_version)) for r in items]
+        if choice.form == "table":
+            include = include_object_option(request.query.get("includeObject"))
+            doc = table(
+                rt,
+                objs,
+                list_meta=list_meta,
+                api_version=choice.meta_api_version,
+                include_object=include,
+            )
+        elif choice.form == "partial":
+            doc = partial_object_metadata_list(objs, list_meta, choice.meta_api_version)
+        else:
+            raise status.not_acceptable(
+                "edge-proxy serves cached lists as JSON, Table or PartialObjectMetadataList"
+            )
+        return self._send(request, msgspec.json.encode(doc), JSON, served)
+
+    # -- watch -------------------------------------------------------------------------
+
+    async def _watch(
+        self, request: web.Request, info: RequestInfo, rt: ResourceType, opts: ListOptions
+    ) -> web.StreamResponse:
+        labels, fields = self._selectors(rt, opts)
+        choice = negotiate(request.headers.get("Accept"), target="watch", rt=rt)
+        scope = Scope.of(rt, info.namespace, labels, fields)
+        store = self.cache.covering(scope, rt)
+        if store is None:
+            if not self.upstream.healthy:
+                raise _offline(f"a watch of {rt.resource}")
+            store = self.cache.store_for(scope, rt)
+        if self.upstream.healthy:
+            reflector = self.cache.reflector_for(store)
+            if not store.synced:
+                try:
+                    await asyncio.wait_for(reflector.synced.wait(), self.settings.sync_timeout)
+                except TimeoutError:
+                    raise status.timeout(
+                        f"edge-proxy could not sync {rt.resource} from the cloud in time",
+                        retry_after=1,
+                    ) from None
+            await self._read_your_writes(rt, store)
+        rt = store.rt
+        store.touch()
+        namespace = info.namespace if rt.namespaced else ""
+        rv_param = opts.resource_version or ""
+        min_rv = 0
+        if rv_param not in ("", "0"):
+            try:
+                min_rv = int(rv_param)
+            except ValueError:
+                raise status.bad_request(f"invalid resource version: {rv_param!r}") from None
+        watcher = Watcher(
+            store.types, namespace, labels, fields, self.settings.watcher_buffer, min_rv=min_rv
+        )
+        initial: list[bytes] = []
+        expired: StatusError | None = None
+        if opts.send_initial_events or rv_param in ("", "0"):
+            initial = [
+                b'{"type":"ADDED","object":'
+                + with_type_meta(r.raw, rt.kind, rt.api_version)
+                + b"}\n"
+                for r in store.objects.values()
+                if watcher.matches(r)
+            ]
+            if opts.send_initial_events and opts.allow_watch_bookmarks:
+                initial.append(
+                    bookmark(rt.kind, rt.api_version, str(max(store.rv, min_rv)), initial_end=True)
+                )
+            watcher.min_rv = max(watcher.min_rv, store.rv)
+        else:
+            try:
+                initial = [f for e in store.events_after(min_rv) if (f := watcher.frame_for(e))]
+            except TooOld as too_old:
+                expired = status.expired(str(too_old))
+        if expired is None:
+            store.watchers.add(watcher)
+        self.metrics.watchers.inc()
+        try:
+            resp = web.StreamResponse(status=200, headers={"Content-Type": JSON})
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            convert = _FrameConverter(rt, choice, request)
+            if expired is not None:
+                await resp.write(expired.watch_event())
+                await resp.write_eof()
+                return resp
+            timeout = float(opts.timeout_seconds or 0)
+            if timeout <= 0:
+                timeout = self.settings.min_request_timeout * (1 + random.random())
+
+            def make_bookmark() -> bytes | None:
+                if store.rv < watcher.min_rv or watcher.pending:
+                    return None  # never move a client's RV backwards
+                return bookmark(rt.kind, rt.api_version, str(store.rv))
+
+            counter = self.metrics.client_bytes.labels("cache")
+            await stream_watch(
+                request,
+                resp,
+                watcher,
+                initial,
+                duration=timeout,
+                bookmark=make_bookmark if opts.allow_watch_bookmarks else None,
+                bookmark_interval=self.settings.bookmark_interval,
+                convert=convert,
+                on_frame=counter.inc,
+            )
+            return resp
+        finally:
+            self.metrics.watchers.dec()
+            watcher.close("stream ended")
+            store.watchers.discard(watcher)
+
+
+class _MetaOnlyMeta(msgspec.Struct):
+    resourceVersion: str = ""
+
+
+class _MetaOnly(msgspec.Struct):
+    metadata: _MetaOnlyMeta = msgspec.field(default_factory=_MetaOnlyMeta)
+
+
+class _FrameConverter:
+    """Re-encodes watch frames for Table / PartialObjectMetadata watchers."""
+
+    def __init__(self, rt: ResourceType, choice: MediaChoice, request: web.Request) -> None:
+        self.rt = rt
+        self.choice = choice
+        self.include = (
+            include_object_option(request.query.get("includeObject"))
+            if choice.form == "table"
+            else "Metadata"
+        )
+        self.first = True
+
+    def __call__(self, frame: bytes) -> bytes:
+        if self.choice.form == "json":
+            return frame
+        event = msgspec.json.decode(frame)
+        obj = event.get("object") or {}
+        if event.get("type") == "ERROR":
+            return frame
+        if self.choice.form == "table":
+            event["object"] = table(
+                self.rt,
+                [obj],
+                list_meta=None,
+                api_version=self.choice.meta_api_version,
+                include_object=self.include,
+                with_columns=self.first,
+            )
+            self.first = False
+        else:
+            event["object"] = partial_object_metadata(obj, self.choice.meta_api_version)
+        return msgspec.json.encode(event) + b"\n"
+
+
+def _is_upgrade(request: web.Request) -> bool:
+    return "upgrade" in request.headers.get("Connection", "").lower()
+
+
+def _decompress(encoding: str, body: bytes) -> bytes:
+    if encoding.strip().lower() == "gzip":
+        try:
+            return gzip.decompress(body)
+        except (OSError, EOFError) as exc:
+            raise BadUpstreamBody(f"bad gzip body: {exc}") from exc
+    return body
+
+
+def object_key_of(namespace: str, name: str) -> str:
+    return object_key(namespace, name)

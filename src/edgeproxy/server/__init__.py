@@ -1,0 +1,1 @@
+"""HTTP front: the client listener and the admin listener."""

@@ -1,0 +1,87 @@
+"""The admin listener: health, readiness, Prometheus metrics, cache debug.
+
+Separate from the client listener (default 127.0.0.1:10267) so monitoring
+never competes with, or is confused with, API traffic. /readyz is ready when
+upstream is reachable or the cache has been loaded from disk: either way
+clients get answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edgeproxy.cache.manager import CacheManager
+from edgeproxy.metrics import Metrics
+from edgeproxy.upstream.pool import Upstream
+
+
+def admin_app(
+    upstream: Upstream,
+    cache: CacheManager,
+    metrics: Metrics,
+    journal_stats: Callable[[], dict[str, Any]],
+) -> web.Application:
+    def refresh_gauges() -> None:
+        for server in upstream.servers:
+            metrics.upstream_healthy.labels(server.url).set(1 if server.healthy else 0)
+        stores = list(cache.stores.values())
+        metrics.cache_scopes.set(len(stores))
+        metrics.cache_objects.set(sum(len(s) for s in stores))
+        metrics.cache_bytes.set(sum(s.bytes for s in stores))
+        metrics.reflectors.set(len(cache.reflectors))
+        metrics.journal_errors.set(journal_stats().get("errors", 0))
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(request: web.Request) -> web.Response:
+        link = upstream.healthy
+        loaded = bool(cache.stores)
+        ok = link or loaded
+        if "verbose" in request.query:
+            lines = [
+                f"[{'+' if link else '-'}]upstream {'reachable' if link else 'unreachable'}",
+                f"[{'+' if loaded else '-'}]cache {len(cache.stores)} scopes",
+                f"readyz check {'passed' if ok else 'failed'}",
+            ]
+            return web.Response(text="\n".join(lines) + "\n", status=200 if ok else 503)
+        return web.Response(
+            text="ok" if ok else "not ready: upstream unreachable and no cache",
+            status=200 if ok else 503,
+        )
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        refresh_gauges()
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def debug_cache(request: web.Request) -> web.Response:
+        doc = {
+            "upstream": [
+                {
+                    "server": s.url,
+                    "healthy": s.healthy,
+                    "lastError": s.last_error,
+                    "requests": s.requests,
+                }
+                for s in upstream.servers
+            ],
+            "journal": journal_stats(),
+            "scopes": cache.debug(),
+        }
+        return web.Response(
+            body=msgspec.json.encode(doc), headers={"Content-Type": "application/json"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/debug/cache", debug_cache)
+    return app

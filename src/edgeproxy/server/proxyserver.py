@@ -1,0 +1,174 @@
+"""Assembling and running `edge-proxy serve`: credentials, upstream, cache, listeners.
+
+Startup order matters for restarts while offline: the journal is loaded
+into memory before the client listener opens, so the first request after a
+restart is already answered from disk. Shutdown is graceful: listeners stop
+accepting, open watches end cleanly, reflectors stop, and the journal is
+flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from edgeproxy.cache.manager import CacheManager, CacheSettings
+from edgeproxy.config import ServeConfig
+from edgeproxy.errors import ConfigError, StorageError
+from edgeproxy.filters.dropprefix import DropNamePrefix, keep_all
+from edgeproxy.kube.resources import ResourceRegistry
+from edgeproxy.metrics import Metrics
+from edgeproxy.proxy.router import ProxyRouter, ProxySettings
+from edgeproxy.server.admin import admin_app
+from edgeproxy.storage.journal import Journal
+from edgeproxy.upstream import credentials
+from edgeproxy.upstream.pool import Upstream, UpstreamSettings
+
+log = logging.getLogger(__name__)
+
+
+def _split(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass
+class ProxyServer:
+    config: ServeConfig
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics()
+        self.registry = ResourceRegistry()
+        self._runners: list[web.AppRunner] = []
+        self.port = 0
+        self.admin_port = 0
+        self.journal: Journal | None = None
+
+    def _credentials(self) -> credentials.Credentials:
+        cfg = self.config
+        if cfg.kubeconfig is not None:
+            return credentials.from_kubeconfig(cfg.kubeconfig, cfg.context)
+        return credentials.from_server_addrs(
+            cfg.server_addrs,
+            ca_file=cfg.ca_file,
+            token_file=cfg.token_file,
+            client_cert=cfg.client_cert,
+            client_key=cfg.client_key,
+            insecure=cfg.insecure_skip_tls_verify,
+        )
+
+    async def start(self) -> None:
+        cfg = self.config
+        started = time.monotonic()
+        creds = self._credentials()
+        cfg.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ssl_ctx = credentials.ssl_context(creds, cfg.cache_dir / "keys")
+        tokens = credentials.TokenSource(creds)
+        self.upstream = Upstream(
+            list(creds.servers),
+            ssl=ssl_ctx,
+            headers=tokens.headers,
+            settings=UpstreamSettings(
+                probe_interval=cfg.probe_interval,
+                fallback_after=cfg.fallback_after,
+                strategy="round-robin" if cfg.upstream_strategy == "round-robin" else "failover",
+            ),
+            server_hostname=creds.tls_server_name,
+        )
+        journal = Journal(cfg.cache_dir / "cache.db", max_bytes=cfg.max_cache_bytes)
+        try:
+            moved = journal.open()
+            if moved is not None:
+                log.warning(
+                    "the cache file was unreadable; moved it to %s and started empty", moved
+                )
+            self.journal = journal
+        except StorageError as exc:
+            log.error("cannot open the cache journal, running from memory only: %s", exc)
+        keep = DropNamePrefix(cfg.drop_name_prefixes) if cfg.drop_name_prefixes else keep_all
+        self.cache = CacheManager(self.registry, self.upstream, keep, self.journal, CacheSettings())
+        self.cache.load()
+        self.router = ProxyRouter(
+            self.upstream,
+            self.cache,
+            keep,
+            self.metrics,
+            ProxySettings(
+                consistency="cache-first" if cfg.consistency == "cache-first" else "strict",
+                cache_first_resources=frozenset(cfg.cache_first_resources),
+                bookmark_interval=cfg.bookmark_interval,
+            ),
+        )
+        await self.upstream.start()
+        self.cache.start()
+
+        client = web.Application(client_max_size=0)
+        client.router.add_route("*", "/{tail:.*}", self.router.handle)
+        runner = web.AppRunner(
+            client, access_log=None, handler_cancellation=True, shutdown_timeout=2.0
+        )
+        await runner.setup()
+        self._runners.append(runner)
+        host, port = _split(cfg.listen)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        self.port = _bound_port(site)
+
+        stats = self.journal.stats if self.journal is not None else dict
+        admin = admin_app(self.upstream, self.cache, self.metrics, stats)
+        admin_runner = web.AppRunner(admin, access_log=None)
+        await admin_runner.setup()
+        self._runners.append(admin_runner)
+        ahost, aport = _split(cfg.admin_listen)
+        asite = web.TCPSite(admin_runner, ahost, aport, reuse_address=True)
+        await asite.start()
+        self.admin_port = _bound_port(asite)
+        log.info(
+            "edge-proxy serving on %s:%d (admin %s:%d), upstream %s, %d objects from the journal in %.0f ms",
+            host,
+            self.port,
+            ahost,
+            self.admin_port,
+            ", ".join(creds.servers),
+            self.cache.loaded_objects,
+            (time.monotonic() - started) * 1000,
+        )
+
+    async def stop(self) -> None:
+        log.info("shutting down")
+        for store in self.cache.stores.values():
+            store.close_watchers("proxy shutting down")
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.cache.close()
+        await self.upstream.close()
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server: Any = site._server
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def serve_forever(config: ServeConfig) -> None:
+    server = ProxyServer(config)
+    await server.start()
+    print(
+        f"edge-proxy: serving on {config.listen.rpartition(':')[0]}:{server.port}, "
+        f"admin on port {server.admin_port}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+
+
+__all__ = ["ConfigError", "ProxyServer", "serve_forever"]

@@ -1,0 +1,1 @@
+"""The durable journal: the cache on disk, so the proxy answers after a restart offline."""

@@ -1,0 +1,259 @@
+"""Connections to the cloud apiserver(s): health, failover, and error mapping.
+
+Health is active and passive (ARCHITECTURE.md sec. 4). A probe asks
+`/readyz` every `probe_interval` with a short timeout, so a black-holed link
+(packets dropped, no RST) is noticed after `failure_threshold` missed probes
+(about 2.5 s with the defaults) instead of a 30 s TCP timeout; a refused or
+reset connection on any request marks the server down at once. Servers are
+tried in order (failover) or in turn (round-robin). This is the one place
+where aiohttp client errors become `UpstreamUnreachable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from edgeproxy.errors import UpstreamUnreachable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    # Probe twice a second: cheap (/readyz is a few bytes) and keeps detection < 3 s.
+    probe_interval: float = 0.5
+    # A healthy apiserver answers /readyz in milliseconds; 1 s allows for a slow link.
+    probe_timeout: float = 1.0
+    # Two missed probes in a row: one lost packet does not flip the state.
+    failure_threshold: int = 2
+    # A TCP/TLS handshake that takes longer than this is as good as a cut link.
+    connect_timeout: float = 1.0
+    # Reads wait this long for response headers before falling back to the cache
+    # when the link is not known to be healthy right now.
+    fallback_after: float = 1.0
+    # "failover": always the first healthy server; "round-robin": take turns.
+    strategy: Literal["failover", "round-robin"] = "failover"
+    # Idle keep-alive connections are dropped after this (kube-apiserver keeps 90 s).
+    keepalive_timeout: float = 60.0
+
+
+@dataclass(slots=True)
+class ServerState:
+    url: str
+    healthy: bool = True
+    failures: int = 0
+    last_ok: float = 0.0
+    last_error: str = ""
+    requests: int = 0
+
+
+StateListener = Callable[[bool], None]
+
+
+class Upstream:
+    """A pool of upstream servers behind one aiohttp session."""
+
+    def __init__(
+        self,
+        servers: list[str],
+        *,
+        ssl: Any = None,
+        headers: Callable[[], Mapping[str, str]] = dict,
+        settings: UpstreamSettings | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
+        if not servers:
+            raise ValueError("at least one upstream server is required")
+        self.settings = settings or UpstreamSettings()
+        self.servers = [ServerState(url.rstrip("/")) for url in servers]
+        self._ssl = ssl
+        self._auth_headers = headers
+        self._server_hostname = server_hostname
+        self._session: aiohttp.ClientSession | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._listeners: list[StateListener] = []
+        self._turn = 0
+        self._was_healthy = True
+        self.changed = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            ssl=self._ssl if self._ssl is not None else False,
+            limit=0,
+            keepalive_timeout=self.settings.keepalive_timeout,
+            enable_cleanup_closed=True,
+            socket_factory=_keepalive_socket,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None)
+        )
+        now = time.monotonic()
+        for server in self.servers:
+            server.last_ok = now
+        self._probe_task = asyncio.create_task(self._probe_loop(), name="upstream-probe")
+
+    async def close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        if self._session is not None:
+            await self._session.close()
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return any(s.healthy for s in self.servers)
+
+    def recently_ok(self) -> bool:
+        """Some server answered within the last probe period (plus grace)."""
+        horizon = time.monotonic() - (self.settings.probe_interval + self.settings.probe_timeout)
+        return any(s.healthy and s.last_ok >= horizon for s in self.servers)
+
+    def on_state_change(self, listener: StateListener) -> None:
+        self._listeners.append(listener)
+
+    def _pick(self) -> list[ServerState]:
+        healthy = [s for s in self.servers if s.healthy]
+        if not healthy:
+            return []
+        if self.settings.strategy == "round-robin" and len(healthy) > 1:
+            self._turn = (self._turn + 1) % len(healthy)
+            return healthy[self._turn :] + healthy[: self._turn]
+        return healthy
+
+    def _mark(self, server: ServerState, ok: bool, error: str = "") -> None:
+        if ok:
+            server.failures = 0
+            server.last_ok = time.monotonic()
+            if not server.healthy:
+                log.warning("upstream %s is reachable again", server.url)
+            server.healthy = True
+        else:
+            server.failures += 1
+            server.last_error = error
+            if server.healthy and server.failures >= self.settings.failure_threshold:
+                server.healthy = False
+                log.warning("upstream %s is unreachable: %s", server.url, error)
+        self._notify()
+
+    def _fail_now(self, server: ServerState, error: str) -> None:
+        """A refused/reset connection is definite: no need to wait for probes."""
+        server.failures = max(server.failures, self.settings.failure_threshold - 1)
+        self._mark(server, False, error)
+
+    def _notify(self) -> None:
+        healthy = self.healthy
+        if healthy != self._was_healthy:
+            self._was_healthy = healthy
+            log.warning("cloud link is %s", "up" if healthy else "DOWN")
+            self.changed.set()
+            self.changed = asyncio.Event()
+            for listener in self._listeners:
+                listener(healthy)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.gather(*(self._probe(s) for s in self.servers))
+            await asyncio.sleep(self.settings.probe_interval)
+
+    async def _probe(self, server: ServerState) -> None:
+        assert self._session is not None
+        timeout = aiohttp.ClientTimeout(total=self.settings.probe_timeout)
+        try:
+            async with self._session.get(
+                server.url + "/readyz",
+                headers=self._auth_headers(),
+                timeout=timeout,
+                server_hostname=self._server_hostname,
+            ) as resp:
+                await resp.read()
+                # Any HTTP answer means the link works; a 401/403/500 is not a cut.
+                self._mark(server, True)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self._mark(server, False, _describe(exc))
+
+    # -- requests --------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path_qs: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        retry_other_servers: bool = True,
+        read_timeout: float | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send a request to a healthy server; the caller must release the response.
+
+        Raises UpstreamUnreachable when no server could be reached. Idempotent
+        requests (no body) move on to the next server after a connection error.
+        """
+        assert self._session is not None, "Upstream.start() was not awaited"
+        candidates = self._pick()
+        if not candidates:
+            raise UpstreamUnreachable("no upstream server is reachable")
+        merged = dict(headers or {})
+        merged.update(self._auth_headers())
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.settings.connect_timeout, sock_read=read_timeout
+        )
+        last_error = "no server tried"
+        for server in candidates:
+            server.requests += 1
+            try:
+                resp = await self._session.request(
+                    method,
+                    server.url + path_qs,
+                    headers=merged,
+                    data=data,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    server_hostname=self._server_hostname,
+                )
+            except (
+                aiohttp.ClientConnectorError,
+                aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError,
+                ConnectionError,
+            ) as exc:
+                last_error = _describe(exc)
+                self._fail_now(server, last_error)
+                if data is not None or not retry_other_servers:
+                    break
+                continue
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                last_error = _describe(exc)
+                break
+            self._mark(server, True)
+            return resp
+        raise UpstreamUnreachable(f"upstream unreachable: {last_error}")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _keepalive_socket(addr_info: Any) -> socket.socket:
+    """Sockets with TCP keepalive, so a dead link under a quiet watch is noticed."""
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    return sock
