@@ -110,3 +110,101 @@ class SimProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ProxyProcess:
+    """`edge-proxy serve` in a child process, pointed at a simulator (or any kubeconfig)."""
+
+    def __init__(
+        self,
+        upstream_kubeconfig: Path,
+        *extra_args: str,
+        cache_dir: Path | None = None,
+        workdir: Path | None = None,
+        port: int | None = None,
+        admin_port: int | None = None,
+    ) -> None:
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="edge-proxy-serve-"))
+        self.cache_dir = cache_dir or self.workdir / "cache"
+        self.upstream_kubeconfig = upstream_kubeconfig
+        self.extra_args = extra_args
+        self.port = port or free_port()
+        self.admin_port = admin_port or free_port()
+        self.kubeconfig = self.workdir / "proxy.kubeconfig"
+        self.kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: edge-proxy\n  cluster:\n    server: {self.url}\n"
+            "users:\n- name: edge-proxy\n  user: {}\n"
+            "contexts:\n- name: edge-proxy\n  context: {cluster: edge-proxy, user: edge-proxy}\n"
+            "current-context: edge-proxy\n"
+        )
+        self.log_path = self.workdir / "proxy.log"
+        self._log = self.log_path.open("ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def start(self, timeout: float = 20.0) -> float:
+        """Start the process; returns seconds until it answered /healthz."""
+        args = [
+            sys.executable, "-m", "edgeproxy", "serve",
+            f"--kubeconfig={self.upstream_kubeconfig}",
+            f"--listen=127.0.0.1:{self.port}",
+            f"--admin-listen=127.0.0.1:{self.admin_port}",
+            f"--cache-dir={self.cache_dir}",
+            *self.extra_args,
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        started = time.monotonic()
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"edge-proxy exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.admin_url + "/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return time.monotonic() - started
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"edge-proxy not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-8000:]
+
+    def admin(self, path: str) -> Any:
+        with urllib.request.urlopen(self.admin_url + path, timeout=5) as resp:
+            body = resp.read()
+        return json.loads(body) if path.startswith("/debug") else body.decode()
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, as in a crash or power loss."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+
+    def __enter__(self) -> ProxyProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
