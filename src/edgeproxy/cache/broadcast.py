@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgspec
 
@@ -22,10 +23,18 @@ from edgeproxy.kube.objects import ObjectRecord, with_type_meta
 from edgeproxy.kube.wire import EventType, watch_event
 
 
+class TypedKind(Protocol):
+    """What a watch frame needs to name the objects' type (a ResourceType will do)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def api_version(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TypeInfo:
-    """What a watch frame needs to name the objects' type."""
-
     kind: str
     api_version: str
 
@@ -40,7 +49,7 @@ class Event:
     prev: ObjectRecord | None
     _frames: dict[str, bytes] = field(default_factory=dict)
 
-    def frame(self, types: TypeInfo, event_type: EventType, *, from_prev: bool = False) -> bytes:
+    def frame(self, types: TypedKind, event_type: EventType, *, from_prev: bool = False) -> bytes:
         """The encoded watch frame, computed once per event and shared by watchers."""
         cache_key = event_type + ("/prev" if from_prev else "")
         frame = self._frames.get(cache_key)
@@ -56,7 +65,7 @@ class Event:
         return frame
 
 
-def restamp(types: TypeInfo, record: ObjectRecord, rv: int) -> bytes:
+def restamp(types: TypedKind, record: ObjectRecord, rv: int) -> bytes:
     """An object's bytes with metadata.resourceVersion replaced (sec. 3.6 DELETED)."""
     obj = msgspec.json.decode(record.raw)
     obj.setdefault("metadata", {})["resourceVersion"] = str(rv)
@@ -68,7 +77,7 @@ class Watcher:
 
     def __init__(
         self,
-        types: TypeInfo,
+        types: TypedKind,
         namespace: str,
         labels: LabelSelector,
         fields: FieldSelector,

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import logging
 import random
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +20,14 @@ import msgspec
 import yaml
 from aiohttp import web
 
+from edgeproxy.cache.streaming import stream_watch
 from edgeproxy.kube import status
-from edgeproxy.kube.continuetoken import continue_after, decode_continue, expired_continue
+from edgeproxy.kube.continuetoken import decode_continue, expired_continue
 from edgeproxy.kube.fields import FieldSelector
 from edgeproxy.kube.labels import LabelSelector, SelectorError
 from edgeproxy.kube.negotiation import MediaChoice, negotiate
 from edgeproxy.kube.objects import ObjectRecord, object_key, with_type_meta
+from edgeproxy.kube.paging import select_page
 from edgeproxy.kube.request import (
     ListOptions,
     RequestInfo,
@@ -109,6 +110,14 @@ class SimApp:
         if request.path.startswith(ADMIN_PREFIX):
             return await self._admin(request)
         await self.faults.gate()
+        return await self.handle_unfaulted(request)
+
+    async def handle_unfaulted(self, request: web.Request) -> web.StreamResponse:
+        """The API without fault injection, as the control listener serves it.
+
+        Lets a test change upstream state (create/update/delete) while the API
+        port is black-holed, i.e. "the cloud changed during the outage".
+        """
         try:
             return await self._dispatch(request)
         except StatusError as err:
@@ -355,22 +364,18 @@ class SimApp:
             keys = res.keys_from(start, prefix)
         else:
             keys = (k for k in sorted(objects) if k >= start and k.startswith(prefix))
-        items: list[ObjectRecord] = []
-        token = ""
-        remaining: int | None = None
-        no_selectors = labels.empty and fields.empty
-        it = iter(keys)
-        for key in it:
-            record = objects[key]
-            if not self._matches(record, labels, fields):
-                continue
-            if limit and len(items) == limit:
-                token = continue_after(snapshot_rv, items[-1].key[len(prefix) :])
-                if no_selectors:
-                    remaining = 1 + sum(1 for _ in it)
-                break
-            items.append(record)
-        return self._list_response(request, rt, choice, items, str(snapshot_rv), token, remaining)
+        page = select_page(
+            keys,
+            objects,
+            lambda r: self._matches(r, labels, fields),
+            limit=limit,
+            snapshot_rv=snapshot_rv,
+            prefix=prefix,
+            count_remaining=labels.empty and fields.empty,
+        )
+        return self._list_response(
+            request, rt, choice, page.items, str(snapshot_rv), page.continue_token, page.remaining
+        )
 
     def _list_response(
         self,
@@ -461,9 +466,11 @@ class SimApp:
 
     @staticmethod
     def _initial_events(watcher: Watcher, objects: Mapping[str, ObjectRecord]) -> list[bytes]:
-        rt = watcher.rt
+        types = watcher.types
         return [
-            b'{"type":"ADDED","object":' + with_type_meta(r.raw, rt.kind, rt.api_version) + b"}\n"
+            b'{"type":"ADDED","object":'
+            + with_type_meta(r.raw, types.kind, types.api_version)
+            + b"}\n"
             for r in objects.values()
             if watcher.matches(r)
         ]
@@ -487,50 +494,29 @@ class SimApp:
             await resp.write_eof()
             return resp
         # Unset or 0 means minRequestTimeout * (1 + rand), as kube-apiserver does.
-        timeout = float(opts.timeout_seconds or 0)
-        if timeout <= 0:
-            timeout = self.settings.min_request_timeout * (1 + random.random())
-        deadline = time.monotonic() + timeout
-        bookmarks = opts.allow_watch_bookmarks
-        next_bookmark = time.monotonic() + min(self.settings.bookmark_interval, max(timeout - 2, 0))
-        transport = request.transport
-        try:
-            for frame in initial:
-                await self.faults.wait_open()
-                await resp.write(converter(frame))
-            while not watcher.closed or watcher.pending:
-                while watcher.pending:
-                    await self.faults.wait_open()
-                    await resp.write(converter(watcher.pending.popleft()))
-                if watcher.closed:
-                    break
-                now = time.monotonic()
-                if now >= deadline:
-                    break
-                if bookmarks and now >= next_bookmark:
-                    await self.faults.wait_open()
-                    if watcher.pending:
-                        # Events queued while black-holed go first: a bookmark
-                        # promises every event up to its RV was sent (sec. 3.4).
-                        continue
-                    await resp.write(
-                        converter(bookmark(rt.kind, rt.api_version, str(self.store.rv)))
-                    )
-                    next_bookmark = now + self.settings.bookmark_interval
-                    if deadline - 2 > now:
-                        next_bookmark = min(next_bookmark, deadline - 2)
-                wait = min(deadline, next_bookmark if bookmarks else deadline) - now
-                wait = max(0.0, min(wait, self.settings.idle_check_seconds))
-                watcher.wake.clear()
-                if not watcher.pending and not watcher.closed:
-                    try:
-                        await asyncio.wait_for(watcher.wake.wait(), wait)
-                    except TimeoutError:
-                        if transport is None or transport.is_closing():
-                            break
-            await resp.write_eof()
-        except (ConnectionResetError, ConnectionError):
-            log.debug("watch client went away")
+        duration = float(opts.timeout_seconds or 0)
+        if duration <= 0:
+            duration = self.settings.min_request_timeout * (1 + random.random())
+
+        def make_bookmark() -> bytes | None:
+            # Events queued (e.g. while black-holed) go first: a bookmark promises
+            # every event up to its RV was sent (sec. 3.4).
+            if watcher.pending:
+                return None
+            return bookmark(rt.kind, rt.api_version, str(self.store.rv))
+
+        await stream_watch(
+            request,
+            resp,
+            watcher,
+            initial,
+            duration=duration,
+            bookmark=make_bookmark if opts.allow_watch_bookmarks else None,
+            bookmark_interval=self.settings.bookmark_interval,
+            convert=converter,
+            gate=self.faults.wait_open,
+            idle_check=self.settings.idle_check_seconds,
+        )
         return resp
 
     # -- admin (fault control) -------------------------------------------------

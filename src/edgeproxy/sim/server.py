@@ -2,8 +2,10 @@
 
 `SimServer` is used in-process by tests and benchmarks and by
 `edge-proxy sim`. The main listener serves the API (and can be faulted); an
-optional control listener serves only `/_sim/…` and is never faulted, so a
-test can lift a `refuse` fault even while the API port is closed.
+optional control listener serves `/_sim/…` and is never faulted, so a
+test can lift a `refuse` fault even while the API port is closed; it also
+serves the API itself without faults, so a test can change upstream state
+while the API port is cut (watch streams there still obey a black-hole).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from aiohttp import web
 
 from edgeproxy.kube.resources import ResourceRegistry
 from edgeproxy.sim import seed, tls
-from edgeproxy.sim.app import SimApp, SimSettings, handle_admin
+from edgeproxy.sim.app import ADMIN_PREFIX, SimApp, SimSettings, handle_admin
 from edgeproxy.sim.faults import Faults
 from edgeproxy.sim.store import Store
 
@@ -109,7 +111,7 @@ class SimServer:
         if cfg.control_host is not None:
             control = web.Application()
             app = self.app
-            control.router.add_route("*", "/{tail:.*}", lambda r: handle_admin(app, r))
+            control.router.add_route("*", "/{tail:.*}", lambda r: _control_handle(app, r))
             self._control_runner = web.AppRunner(control, access_log=None)
             await self._control_runner.setup()
             site = web.TCPSite(self._control_runner, cfg.control_host, cfg.control_port)
@@ -153,6 +155,12 @@ class SimServer:
             await self._control_runner.cleanup()
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+async def _control_handle(app: SimApp, request: web.Request) -> web.StreamResponse:
+    if request.path.startswith(ADMIN_PREFIX):
+        return await handle_admin(app, request)
+    return await app.handle_unfaulted(request)
 
 
 def _bound_port(site: web.TCPSite) -> int:

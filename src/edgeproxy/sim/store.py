@@ -19,111 +19,15 @@ import bisect
 import logging
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-import msgspec
-
-from edgeproxy.kube.fields import FieldSelector
-from edgeproxy.kube.labels import LabelSelector
-from edgeproxy.kube.objects import ObjectRecord, record_from_bytes, with_type_meta
+from edgeproxy.cache.broadcast import Event, Watcher
+from edgeproxy.kube.objects import ObjectRecord, record_from_bytes
 from edgeproxy.kube.resources import ResourceRegistry, ResourceType
-from edgeproxy.kube.wire import EventType, watch_event
+from edgeproxy.kube.wire import EventType
+
+__all__ = ["Event", "ResourceStore", "Store", "TooOld", "Watcher"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Event:
-    """One change. For DELETED, `obj` is the last state stamped with the deletion RV."""
-
-    type: EventType
-    rv: int
-    obj: ObjectRecord
-    prev: ObjectRecord | None
-    _frames: dict[str, bytes] = field(default_factory=dict)
-
-    def frame(self, rt: ResourceType, event_type: EventType, *, from_prev: bool = False) -> bytes:
-        """The encoded watch frame, computed once per event and shared by watchers."""
-        cache_key = event_type + ("/prev" if from_prev else "")
-        frame = self._frames.get(cache_key)
-        if frame is None:
-            if from_prev:
-                assert self.prev is not None
-                frame = watch_event(event_type, _restamp(rt, self.prev, self.rv))
-            else:
-                frame = watch_event(
-                    event_type, with_type_meta(self.obj.raw, rt.kind, rt.api_version)
-                )
-            self._frames[cache_key] = frame
-        return frame
-
-
-def _restamp(rt: ResourceType, record: ObjectRecord, rv: int) -> bytes:
-    """An object's bytes with metadata.resourceVersion replaced (sec. 3.6 DELETED)."""
-    obj = msgspec.json.decode(record.raw)
-    obj.setdefault("metadata", {})["resourceVersion"] = str(rv)
-    return with_type_meta(msgspec.json.encode(obj), rt.kind, rt.api_version)
-
-
-class Watcher:
-    """A client watch: its selectors and a bounded queue of frames to send."""
-
-    def __init__(
-        self,
-        rt: ResourceType,
-        namespace: str,
-        labels: LabelSelector,
-        fields: FieldSelector,
-        max_pending: int,
-    ) -> None:
-        self.rt = rt
-        self.namespace = namespace
-        self.labels = labels
-        self.fields = fields
-        self.max_pending = max_pending
-        self.pending: deque[bytes] = deque()
-        self.wake = asyncio.Event()
-        self.closed = False
-        self.close_reason = ""
-
-    def matches(self, record: ObjectRecord) -> bool:
-        if self.namespace and record.namespace != self.namespace:
-            return False
-        return self.labels.matches(record.labels) and self.fields.matches(record.fields)
-
-    def frame_for(self, event: Event) -> bytes | None:
-        """Apply the selector transition table (sec. 3.6) to one event."""
-        if event.type == "ADDED":
-            return event.frame(self.rt, "ADDED") if self.matches(event.obj) else None
-        if event.type == "DELETED":
-            return event.frame(self.rt, "DELETED") if self.matches(event.obj) else None
-        new_match = self.matches(event.obj)
-        old_match = event.prev is not None and self.matches(event.prev)
-        if new_match:
-            return event.frame(self.rt, "MODIFIED" if old_match else "ADDED")
-        if old_match:
-            return event.frame(self.rt, "DELETED", from_prev=True)
-        return None
-
-    def offer(self, event: Event) -> None:
-        if self.closed:
-            return
-        frame = self.frame_for(event)
-        if frame is None:
-            return
-        if len(self.pending) >= self.max_pending:
-            # kube-apiserver terminates watchers that fall too far behind; the
-            # client re-watches from its last RV.
-            self.close("watcher fell behind")
-            return
-        self.pending.append(frame)
-        self.wake.set()
-
-    def close(self, reason: str) -> None:
-        if not self.closed:
-            self.closed = True
-            self.close_reason = reason
-            self.wake.set()
 
 
 class TooOld(Exception):
