@@ -1,25 +1,30 @@
-"""`make demo`: the simulator with seeded data, and kubectl pointed at it.
+"""`make demo`: the simulator as the cloud, edge-proxy in front of it, kubectl through it.
 
-With a terminal it keeps the simulator running and prints how to use it;
-without one (stdin not a TTY) it runs a short scripted tour of kubectl
-commands against it, prints their output and exits 0, so it can be checked
-unattended.
+With a terminal it keeps both running, prints a kubeconfig and commands to
+try, and lets the user cut and restore the cloud link and crash-restart the
+proxy while link changes are printed live. Without one (stdin not a TTY) it
+runs a scripted tour — list online, cut, list offline, write offline, restart
+the proxy offline, list, change objects upstream, restore, watch the client
+catch up — printing each step, and exits 0 (non-zero if a step misbehaves).
 """
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from edgeproxy.testing import ProxyProcess, SimProcess
 
 
 def demo_objects() -> list[dict[str, Any]]:
@@ -81,125 +86,239 @@ def demo_objects() -> list[dict[str, Any]]:
                 "data": {"index": str(k)},
             }
         )
+    objs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "skip-cloud-only", "namespace": "edge-apps"},
+            "data": {"hidden": "by --drop-name-prefix=skip-"},
+        }
+    )
     return objs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class DemoError(RuntimeError):
+    pass
 
 
-def _wait_ready(url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"simulator at {url} did not become ready")
+def _say(text: str) -> None:
+    print(f"\n=== {text}", flush=True)
 
 
-def _kubectl(kubeconfig: Path, *args: str) -> None:
-    cmd = ["kubectl", f"--kubeconfig={kubeconfig}", *args]
-    print(f"\n$ kubectl {' '.join(args)}", flush=True)
+def _kubectl(kubeconfig: Path, *args: str, expect_ok: bool = True) -> str:
+    timeout = (
+        [] if any(a.startswith("--request-timeout") for a in args) else ["--request-timeout=10s"]
+    )
+    cmd = ["kubectl", f"--kubeconfig={kubeconfig}", *timeout, *args]
+    print(f"$ kubectl {' '.join(args)}", flush=True)
+    started = time.monotonic()
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
     out = (result.stdout + result.stderr).rstrip()
-    print(out if out else "(no output)", flush=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)} failed with exit code {result.returncode}")
+    print(out if out else "(no output)")
+    print(f"  ({elapsed:.2f} s)", flush=True)
+    if expect_ok and result.returncode != 0:
+        raise DemoError(f"kubectl {' '.join(args)} failed (exit {result.returncode})")
+    if not expect_ok and result.returncode == 0:
+        raise DemoError(f"kubectl {' '.join(args)} should have failed")
+    return out
 
 
-def tour(kubeconfig: Path) -> None:
-    _kubectl(kubeconfig, "get", "nodes", "-L", "apps.openyurt.io/nodepool")
-    _kubectl(kubeconfig, "get", "pods", "-n", "edge-apps", "-o", "wide")
-    _kubectl(kubeconfig, "get", "pods", "-A", "--field-selector", "spec.nodeName=edge-node-3")
-    _kubectl(kubeconfig, "get", "configmaps", "-n", "edge-apps", "-l", "tier=edge")
-    _kubectl(
-        kubeconfig, "create", "configmap", "hello", "-n", "edge-apps", "--from-literal=greeting=hi"
+def _upstream(sim: SimProcess, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Write to the cloud directly, through the simulator's never-faulted control port."""
+    data = json.dumps(body).encode() if body is not None else None
+    content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
+    req = urllib.request.Request(
+        sim.control_url + path, data=data, method=method, headers={"Content-Type": content_type}
     )
-    _kubectl(kubeconfig, "label", "configmap", "hello", "-n", "edge-apps", "tier=edge")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _link_state(proxy: ProxyProcess) -> str:
+    try:
+        text = proxy.admin("/readyz?verbose")
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode()
+    except OSError:
+        return "proxy down"
+    return "link UP" if "[+]upstream" in text else "link DOWN (serving from cache)"
+
+
+def _wait_link(proxy: ProxyProcess, up: bool, timeout: float = 10.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if (_link_state(proxy) == "link UP") == up:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise DemoError(
+        f"the proxy did not see the link go {'up' if up else 'down'} within {timeout} s"
+    )
+
+
+def _watch_in_background(kubeconfig: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    out = log_path.open("wb")
+    return subprocess.Popen(
+        ["kubectl", f"--kubeconfig={kubeconfig}", "get", "configmaps", "-n", "edge-apps", "-w",
+         "--output-watch-events", "-o", "custom-columns=EVENT:.type,NAME:.object.metadata.name,"
+         "RV:.object.metadata.resourceVersion"],
+        stdout=out, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def tour(sim: SimProcess, proxy: ProxyProcess, workdir: Path) -> None:
+    kc = proxy.kubeconfig
+    _say("1. Online: kubectl through edge-proxy (skip-* objects are filtered out)")
+    _kubectl(kc, "get", "nodes", "-L", "apps.openyurt.io/nodepool")
+    _kubectl(kc, "get", "pods", "-n", "edge-apps", "-o", "wide")
+    _kubectl(kc, "get", "configmaps", "-n", "edge-apps")
+
+    _say("2. Cut the cloud link (black-hole: packets vanish, nothing answers)")
+    sim.fault(blackhole=True)
+    detected = _wait_link(proxy, up=False)
+    print(f"edge-proxy noticed the cut after {detected:.1f} s")
+
+    _say(
+        "3. Offline: lists are served from the cache, selectors applied locally;\n"
+        "    what was never read is not invented (services were never listed)"
+    )
+    _kubectl(kc, "get", "configmaps", "-n", "edge-apps", "-l", "tier=edge")
+    _kubectl(kc, "get", "pods", "-n", "edge-apps", "--field-selector", "spec.nodeName=edge-node-1")
+    _kubectl(kc, "get", "services", "-n", "edge-apps", expect_ok=False)
+
+    _say(
+        "4. Offline writes get a clear 503 with Retry-After: 1; client-go retries ~10 times,\n"
+        "    so an outage shorter than that is masked, a longer one fails with the message"
+    )
     _kubectl(
-        kubeconfig,
-        "patch",
+        kc,
+        "create",
         "configmap",
-        "hello",
+        "offline-write",
         "-n",
         "edge-apps",
-        "--type=merge",
-        "-p",
-        '{"data":{"greeting":"hello"}}',
+        "--from-literal=a=b",
+        "--request-timeout=30s",
+        expect_ok=False,
     )
-    _kubectl(
-        kubeconfig,
-        "get",
-        "configmap",
-        "hello",
-        "-n",
-        "edge-apps",
-        "-o",
-        "jsonpath={.metadata.resourceVersion} {.data.greeting} {.metadata.labels}",
+
+    _say("5. Crash the proxy (kill -9) while offline and start it again")
+    proxy.kill()
+    restart = proxy.start()
+    print(f"edge-proxy restarted from its on-disk cache and answers after {restart:.2f} s")
+    _kubectl(kc, "get", "configmaps", "-n", "edge-apps")
+
+    _say("6. A client starts watching while offline (served from the cache)")
+    watch_log = workdir / "watch.log"
+    watch = _watch_in_background(kc, watch_log)
+    time.sleep(1.5)
+
+    _say("7. Meanwhile the cloud changes: create, update and delete ConfigMaps upstream")
+    _upstream(sim, "POST", "/api/v1/namespaces/edge-apps/configmaps",
+              {"metadata": {"name": "made-during-outage"}, "data": {"a": "1"}})  # fmt: skip
+    _upstream(
+        sim,
+        "PATCH",
+        "/api/v1/namespaces/edge-apps/configmaps/settings-1",
+        {"data": {"index": "changed"}},
     )
-    _kubectl(kubeconfig, "get", "configmaps", "-n", "edge-apps", "-w", "--request-timeout=2s")
-    _kubectl(kubeconfig, "delete", "configmap", "hello", "-n", "edge-apps")
+    _upstream(sim, "DELETE", "/api/v1/namespaces/edge-apps/configmaps/settings-4")
+    print("upstream now has made-during-outage, a changed settings-1, and no settings-4")
+
+    _say("8. Restore the link: the watch carries on with the events it missed, no relist")
+    sim.heal()
+    restored = _wait_link(proxy, up=True)
+    print(f"edge-proxy saw the link return after {restored:.1f} s")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "settings-4" not in _deleted_lines(watch_log):
+        time.sleep(0.2)
+    watch.terminate()
+    watch.wait(timeout=10)
+    print(watch_log.read_text().rstrip())
+    if "made-during-outage" not in watch_log.read_text() or "settings-4" not in _deleted_lines(
+        watch_log
+    ):
+        raise DemoError("the watch did not catch up with the changes made during the outage")
+    _kubectl(kc, "get", "configmaps", "-n", "edge-apps")
+
+    _say("9. What the proxy knows (admin listener)")
+    debug = proxy.admin("/debug/cache")
+    for scope in debug["scopes"]:
+        print(f"  {scope['scope']}: {scope['objects']} objects at RV {scope['resourceVersion']}")
+
+
+def _deleted_lines(path: Path) -> str:
+    return "\n".join(line for line in path.read_text().splitlines() if line.startswith("DELETED"))
+
+
+def interactive(sim: SimProcess, proxy: ProxyProcess) -> None:
+    print(f"\nkubeconfig for clients of the proxy: {proxy.kubeconfig}")
+    print("Try, in another terminal:")
+    print(f"  export KUBECONFIG={proxy.kubeconfig}")
+    print("  kubectl get pods,configmaps -n edge-apps")
+    print("  kubectl get configmaps -n edge-apps -w")
+    print(f"Metrics and cache state: {proxy.admin_url}/metrics  {proxy.admin_url}/debug/cache")
+    stop = threading.Event()
+
+    def show_link() -> None:
+        last = ""
+        while not stop.is_set():
+            state = _link_state(proxy)
+            if state != last:
+                print(f"\n[{time.strftime('%H:%M:%S')}] {state}", flush=True)
+                last = state
+            time.sleep(0.25)
+
+    threading.Thread(target=show_link, daemon=True).start()
+    print(
+        "\nCommands: c = cut the link, r = restore it, k = kill -9 and restart the proxy, q = quit"
+    )
+    while True:
+        try:
+            cmd = input("> ").strip().lower()
+        except EOFError:
+            break
+        if cmd == "c":
+            sim.fault(blackhole=True)
+        elif cmd == "r":
+            sim.heal()
+        elif cmd == "k":
+            proxy.kill()
+            print(f"restarted in {proxy.start():.2f} s")
+        elif cmd == "q":
+            break
+    stop.set()
 
 
 def main() -> int:
     if shutil.which("kubectl") is None:
         print("make demo needs kubectl on PATH", file=sys.stderr)
         return 1
-    interactive = sys.stdin.isatty()
     workdir = Path(tempfile.mkdtemp(prefix="edge-proxy-demo-"))
     seed_file = workdir / "seed.yaml"
     seed_file.write_text(yaml.safe_dump_all(demo_objects()))
-    kubeconfig = workdir / "kubeconfig"
-    port = 6443 if interactive else _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgeproxy",
-        "sim",
-        f"--listen=127.0.0.1:{port}",
-        f"--seed={seed_file}",
-        f"--kubeconfig-out={kubeconfig}",
-    ]
-    log_path = workdir / "sim.log"
-    log_file = None if interactive else log_path.open("wb")
-    sim = subprocess.Popen(cmd, stdout=log_file, stderr=log_file)
+    sim = SimProcess(f"--seed={seed_file}", workdir=workdir / "sim")
+    proxy: ProxyProcess | None = None
     try:
-        _wait_ready(f"http://127.0.0.1:{port}")
-        print(f"Kubernetes API simulator running on http://127.0.0.1:{port}")
-        print(f"kubeconfig: {kubeconfig}")
-        if interactive:
-            print("\nTry, in another terminal:")
-            print(f"  export KUBECONFIG={kubeconfig}")
-            print("  kubectl get nodes,pods -A")
-            print("  kubectl get configmaps -n edge-apps -w")
-            print("\nPress Ctrl-C to stop.")
-            sim.wait()
+        proxy = ProxyProcess(sim.kubeconfig, "--drop-name-prefix=skip-", workdir=workdir / "proxy")
+        print(f"cloud (simulated kube-apiserver): {sim.url}")
+        print(f"edge-proxy: {proxy.url}  (admin {proxy.admin_url}, cache {proxy.cache_dir})")
+        if sys.stdin.isatty():
+            interactive(sim, proxy)
         else:
-            tour(kubeconfig)
+            tour(sim, proxy, workdir)
             print("\ndemo finished")
-    except KeyboardInterrupt:
-        pass
-    except RuntimeError as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
-        if log_path.exists():
-            print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+        return 0
+    except (DemoError, RuntimeError, OSError) as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        if proxy is not None:
+            print(proxy.log()[-3000:], file=sys.stderr)
         return 1
     finally:
-        sim.terminate()
-        try:
-            sim.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-        if log_file is not None:
-            log_file.close()
+        if proxy is not None:
+            proxy.close()
+        sim.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    os.environ.pop("KUBECONFIG", None)
-    return 0
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ class SimProcess:
 
     def __init__(self, *extra_args: str, tls: bool = False, workdir: Path | None = None) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="edge-proxy-sim-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.control_port = free_port()
         self.tls = tls
@@ -125,6 +126,7 @@ class ProxyProcess:
         admin_port: int | None = None,
     ) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="edge-proxy-serve-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.cache_dir = cache_dir or self.workdir / "cache"
         self.upstream_kubeconfig = upstream_kubeconfig
         self.extra_args = extra_args

@@ -65,7 +65,7 @@ from edgeproxy.kube.table import (
 )
 from edgeproxy.kube.wire import bookmark, list_body
 from edgeproxy.metrics import Metrics
-from edgeproxy.proxy import forward
+from edgeproxy.proxy import forward, upgrade
 from edgeproxy.upstream.pool import Upstream
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,14 @@ class ProxySettings:
     # Read-your-writes: how long a cached read waits for the proxy's own write.
     rv_wait: float = 3.0
     # Retry-After for writes while the cloud is unreachable.
-    offline_retry_after: int = 10
+    # Retry-After for writes while the cloud is unreachable: client-go retries a
+    # write up to 10 times, so a 1 s hint masks outages shorter than ~10 s.
+    offline_retry_after: int = 1
     # --min-request-timeout of kube-apiserver: unset watch timeouts are 1800..3600 s.
     min_request_timeout: float = 1800.0
+    # After a (re)start, how long a read with a cached answer waits for the
+    # first probe to confirm the link before answering from the cache.
+    startup_probe_wait: float = 0.2
 
 
 class _Fallback(Exception):
@@ -107,9 +112,10 @@ def error_response(err: StatusError) -> web.Response:
 
 
 def _offline(what: str) -> StatusError:
+    # No Retry-After: client-go would retry for a minute; a cache miss while cut
+    # off is not going to resolve in seconds, so fail fast and let the client decide.
     return status.service_unavailable(
-        f"the cloud apiserver is unreachable and {what} is not in the edge-proxy cache",
-        retry_after=5,
+        f"the cloud apiserver is unreachable and {what} is not in the edge-proxy cache"
     )
 
 
@@ -167,7 +173,11 @@ class ProxyRouter:
     async def _route(
         self, request: web.Request, info: RequestInfo
     ) -> tuple[web.StreamResponse, str]:
-        if _is_upgrade(request) or not info.is_resource_request:
+        if _is_upgrade(request):  # exec, attach, port-forward, watch over WebSocket
+            on_bytes = self._count_bytes("upstream")
+            resp = await upgrade.passthrough_upgrade(request, self.upstream, on_bytes=on_bytes)
+            return resp, "upstream"
+        if not info.is_resource_request:
             return await self._non_resource(request, info)
         rt = self.cache.resource_type(
             info.api_group, info.api_version, info.resource, namespaced=bool(info.namespace)
@@ -288,6 +298,14 @@ class ProxyRouter:
         self, request: web.Request, headers: Mapping[str, str], *, cached: bool
     ) -> aiohttp.ClientResponse:
         """Send a read upstream; fall back when it hangs and the link is in doubt."""
+        # Just started: until a probe answers, the link is in doubt. Online the
+        # first probe answers in milliseconds; cut off, the cache answers now.
+        if (
+            cached
+            and not self.upstream.confirmed
+            and not await self.upstream.wait_confirmed(self.settings.startup_probe_wait)
+        ):
+            raise _Fallback()
         task = asyncio.ensure_future(self.upstream.request("GET", request.path_qs, headers=headers))
         if not cached:
             return await task
@@ -640,8 +658,10 @@ class ProxyRouter:
             if not self.upstream.healthy:
                 raise _offline(f"a watch of {rt.resource}")
             store = self.cache.store_for(scope, rt)
+        # Always: a reflector waits for the link by itself, and must be running
+        # when the link returns so this watch gets what it missed.
+        reflector = self.cache.reflector_for(store)
         if self.upstream.healthy:
-            reflector = self.cache.reflector_for(store)
             if not store.synced:
                 try:
                     await asyncio.wait_for(reflector.synced.wait(), self.settings.sync_timeout)

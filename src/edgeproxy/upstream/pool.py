@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -84,6 +85,8 @@ class Upstream:
         self._turn = 0
         self._was_healthy = True
         self.changed = asyncio.Event()
+        # Set once any probe or request has reached a server since start.
+        self._confirmed = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -98,9 +101,6 @@ class Upstream:
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None)
         )
-        now = time.monotonic()
-        for server in self.servers:
-            server.last_ok = now
         self._probe_task = asyncio.create_task(self._probe_loop(), name="upstream-probe")
 
     async def close(self) -> None:
@@ -116,6 +116,20 @@ class Upstream:
     @property
     def healthy(self) -> bool:
         return any(s.healthy for s in self.servers)
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether upstream has answered at all since this process started."""
+        return self._confirmed.is_set()
+
+    async def wait_confirmed(self, wait_seconds: float) -> bool:
+        if self._confirmed.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._confirmed.wait(), wait_seconds)
+        except TimeoutError:
+            return False
+        return True
 
     def recently_ok(self) -> bool:
         """Some server answered within the last probe period (plus grace)."""
@@ -136,6 +150,7 @@ class Upstream:
 
     def _mark(self, server: ServerState, ok: bool, error: str = "") -> None:
         if ok:
+            self._confirmed.set()
             server.failures = 0
             server.last_ok = time.monotonic()
             if not server.healthy:
@@ -165,9 +180,21 @@ class Upstream:
                 listener(healthy)
 
     async def _probe_loop(self) -> None:
-        while True:
-            await asyncio.gather(*(self._probe(s) for s in self.servers))
-            await asyncio.sleep(self.settings.probe_interval)
+        # A probe starts every interval even while earlier ones still wait: on a
+        # black-holed link each probe takes the whole probe_timeout, and waiting
+        # for it would space the misses 1.5 s apart (detection > 3 s). At most
+        # probe_timeout / probe_interval + 1 probes per server are in flight.
+        probes: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                for server in self.servers:
+                    task = asyncio.create_task(self._probe(server), name=f"probe {server.url}")
+                    probes.add(task)
+                    task.add_done_callback(probes.discard)
+                await asyncio.sleep(self.settings.probe_interval)
+        finally:
+            for task in probes:
+                task.cancel()
 
     async def _probe(self, server: ServerState) -> None:
         assert self._session is not None
@@ -208,6 +235,11 @@ class Upstream:
             raise UpstreamUnreachable("no upstream server is reachable")
         merged = dict(headers or {})
         merged.update(self._auth_headers())
+        # aiohttp labels a body without Content-Type application/octet-stream,
+        # which kube-apiserver rejects with 415; a missing one it reads as JSON
+        # (the official Python client sends creates without it), so keep it missing.
+        has_type = any(k.lower() == "content-type" for k in merged)
+        skip_auto = () if has_type else ("Content-Type",)
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.settings.connect_timeout, sock_read=read_timeout
         )
@@ -223,6 +255,7 @@ class Upstream:
                     timeout=timeout,
                     allow_redirects=False,
                     server_hostname=self._server_hostname,
+                    skip_auto_headers=skip_auto,
                 )
             except (
                 aiohttp.ClientConnectorError,
@@ -240,6 +273,48 @@ class Upstream:
                 break
             self._mark(server, True)
             return resp
+        raise UpstreamUnreachable(f"upstream unreachable: {last_error}")
+
+    async def open_raw(
+        self,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, ServerState, dict[str, str]]:
+        """A raw TCP (TLS for https) connection to the first healthy server that answers.
+
+        For protocol upgrades (exec, attach, port-forward), which aiohttp's client
+        cannot pass through. Same TLS context, server name and failover as
+        `request`. Also returns the headers the request on it must carry (Host and
+        the proxy's credentials); the caller writes the request and closes the writer.
+        """
+        last_error = "no upstream server is reachable"
+        for server in self._pick():
+            server.requests += 1
+            url = urlsplit(server.url)
+            tls = url.scheme == "https"
+            ssl_ctx = (self._ssl if self._ssl is not None else True) if tls else None
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(
+                        url.hostname,
+                        url.port or (443 if tls else 80),
+                        ssl=ssl_ctx,
+                        server_hostname=(self._server_hostname or url.hostname) if tls else None,
+                    ),
+                    self.settings.connect_timeout,
+                )
+            except TimeoutError as exc:  # black-holed: let the probes decide
+                last_error = _describe(exc)
+                self._mark(server, False, last_error)
+                continue
+            except OSError as exc:  # refused, reset, TLS failure (ssl.SSLError is an OSError)
+                last_error = _describe(exc)
+                self._fail_now(server, last_error)
+                continue
+            sock = writer.get_extra_info("socket")
+            if sock is not None:  # a dead link under a quiet exec session is noticed
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            self._mark(server, True)
+            extra = {"Host": url.netloc.rpartition("@")[2], **self._auth_headers()}
+            return reader, writer, server, extra
         raise UpstreamUnreachable(f"upstream unreachable: {last_error}")
 
 
