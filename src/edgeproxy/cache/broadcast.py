@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -95,6 +96,9 @@ class Watcher:
         self.wake = asyncio.Event()
         self.closed = False
         self.close_reason = ""
+        # Called when the queue overflows: the front ends the client's stream,
+        # which may be stuck writing to a client that stopped reading.
+        self.on_overflow: Callable[[], None] | None = None
 
     def matches(self, record: ObjectRecord) -> bool:
         if self.namespace and record.namespace != self.namespace:
@@ -129,7 +133,10 @@ class Watcher:
         if len(self.pending) >= self.max_pending:
             # kube-apiserver terminates watchers that fall too far behind; the
             # client re-watches from its last RV.
+            self.pending.clear()  # the client re-watches from its last RV
             self.close("watcher fell behind")
+            if self.on_overflow is not None:
+                self.on_overflow()
             return
         self.pending.append(frame)
         self.wake.set()

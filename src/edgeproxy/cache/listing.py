@@ -8,6 +8,7 @@ and for list responses the proxy forwards.
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Callable
 
 import msgspec
@@ -69,6 +70,16 @@ def records_of(
         records[kept.key] = kept
         kept_raw.append(kept.raw)
     return records, kept_raw, dropped
+
+
+def decompress(encoding: str, body: bytes) -> bytes:
+    """An upstream body without its Content-Encoding (gzip is all kube-apiserver uses)."""
+    if encoding.strip().lower() == "gzip":
+        try:
+            return gzip.decompress(body)
+        except (OSError, EOFError) as exc:
+            raise BadUpstreamBody(f"bad gzip body: {exc}") from exc
+    return body
 
 
 def parse_rv(value: str) -> int:

@@ -17,9 +17,17 @@ import random
 import urllib.parse
 from dataclasses import dataclass
 
+import aiohttp
 import msgspec
 
-from edgeproxy.cache.listing import BadUpstreamBody, ObjectFilter, parse_list, parse_rv, records_of
+from edgeproxy.cache.listing import (
+    BadUpstreamBody,
+    ObjectFilter,
+    decompress,
+    parse_list,
+    parse_rv,
+    records_of,
+)
 from edgeproxy.cache.store import ScopeStore
 from edgeproxy.errors import UpstreamUnreachable
 from edgeproxy.kube.objects import record_from_bytes, strip_type_meta
@@ -53,7 +61,6 @@ class Reflector:
         upstream: Upstream,
         keep: ObjectFilter,
         settings: ReflectorSettings | None = None,
-        on_bytes: object = None,
     ) -> None:
         self.store = store
         self.upstream = upstream
@@ -129,7 +136,8 @@ class Reflector:
                 BadUpstreamBody,
                 WatchStreamError,
                 _UpstreamStatus,
-                aiohttp_errors(),
+                aiohttp.ClientError,
+                TimeoutError,
             ) as exc:
                 self.last_error = str(exc)
                 log.info("scope %s: %s; retrying in %.1fs", self.store.scope.key, exc, backoff)
@@ -146,7 +154,7 @@ class Reflector:
             self.bytes_in += len(body)
             if resp.status != 200:
                 raise _UpstreamStatus(resp.status, body)
-            body = _decompress(resp.headers.get("Content-Encoding", ""), body)
+            body = decompress(resp.headers.get("Content-Encoding", ""), body)
         view = parse_list(body)
         records, _, _ = records_of(self.store.rt, view, self.keep)
         if view.items:
@@ -211,20 +219,3 @@ class _UpstreamStatus(Exception):
     def __init__(self, code: int, body: bytes) -> None:
         super().__init__(f"upstream answered {code}: {body[:200]!r}")
         self.code = code
-
-
-def aiohttp_errors() -> type[Exception]:
-    import aiohttp
-
-    return aiohttp.ClientError
-
-
-def _decompress(encoding: str, body: bytes) -> bytes:
-    if encoding.strip().lower() == "gzip":
-        import gzip
-
-        try:
-            return gzip.decompress(body)
-        except (OSError, EOFError) as exc:
-            raise BadUpstreamBody(f"bad gzip body: {exc}") from exc
-    return body

@@ -29,7 +29,14 @@ import msgspec
 from aiohttp import web
 
 from edgeproxy.cache.broadcast import Watcher
-from edgeproxy.cache.listing import BadUpstreamBody, ObjectFilter, parse_list, parse_rv, records_of
+from edgeproxy.cache.listing import (
+    BadUpstreamBody,
+    ObjectFilter,
+    decompress,
+    parse_list,
+    parse_rv,
+    records_of,
+)
 from edgeproxy.cache.manager import CacheManager
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore, TooOld
@@ -42,7 +49,6 @@ from edgeproxy.kube.labels import LabelSelector, SelectorError
 from edgeproxy.kube.negotiation import MediaChoice, negotiate
 from edgeproxy.kube.objects import (
     ObjectRecord,
-    object_key,
     record_from_bytes,
     strip_type_meta,
     with_type_meta,
@@ -350,7 +356,7 @@ class ProxyRouter:
                             request, resp, on_bytes=self._count_bytes("upstream")
                         )
                         return relayed, "upstream"
-                    body = _decompress(resp.headers.get("Content-Encoding", ""), await resp.read())
+                    body = decompress(resp.headers.get("Content-Encoding", ""), await resp.read())
                     self.metrics.upstream_bytes.labels("get").inc(len(body))
                 record = record_from_bytes(rt, strip_type_meta(body))
                 if self.keep(record) is None:
@@ -509,7 +515,7 @@ class ProxyRouter:
                     body=raw_body, status=resp.status, headers=forward.client_headers(resp.headers)
                 )
         try:
-            body = _decompress(encoding, raw_body)
+            body = decompress(encoding, raw_body)
             view = parse_list(body)
             records, kept, dropped = records_of(rt, view, self.keep)
             rv = parse_rv(view.metadata.resourceVersion)
@@ -684,6 +690,9 @@ class ProxyRouter:
         watcher = Watcher(
             store.types, namespace, labels, fields, self.settings.watcher_buffer, min_rv=min_rv
         )
+        if request.transport is not None:
+            # A client that stopped reading blocks the writer; cut it off.
+            watcher.on_overflow = request.transport.abort
         initial: list[bytes] = []
         expired: StatusError | None = None
         if opts.send_initial_events or rv_param in ("", "0"):
@@ -789,16 +798,3 @@ class _FrameConverter:
 
 def _is_upgrade(request: web.Request) -> bool:
     return "upgrade" in request.headers.get("Connection", "").lower()
-
-
-def _decompress(encoding: str, body: bytes) -> bytes:
-    if encoding.strip().lower() == "gzip":
-        try:
-            return gzip.decompress(body)
-        except (OSError, EOFError) as exc:
-            raise BadUpstreamBody(f"bad gzip body: {exc}") from exc
-    return body
-
-
-def object_key_of(namespace: str, name: str) -> str:
-    return object_key(namespace, name)
