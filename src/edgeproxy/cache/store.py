@@ -45,6 +45,8 @@ class ScopeStore:
         self.objects: dict[str, ObjectRecord] = {}
         self._keys: list[str] = []
         self.rv = 0
+        # Bumped on every change of the objects; with `rv` it versions list bodies.
+        self.version = 0
         # True once the store holds a complete state at `rv` (list or journal).
         self.synced = False
         # Every event with rv > compacted_rv is in `history`.
@@ -89,6 +91,7 @@ class ScopeStore:
 
     def load(self, records: Mapping[str, ObjectRecord], rv: int) -> None:
         """Start from a known state (journal or first list) without events."""
+        self.version += 1
         self.objects = dict(records)
         self._keys = sorted(self.objects)
         self.bytes = sum(len(r.raw) for r in self.objects.values())
@@ -157,6 +160,7 @@ class ScopeStore:
         self, event_type: EventType, record: ObjectRecord, prev: ObjectRecord | None, rv: int
     ) -> Event:
         key = record.key
+        self.version += 1
         if event_type == "DELETED":
             if key in self.objects:
                 self.bytes -= len(self.objects.pop(key).raw)

@@ -38,6 +38,7 @@ from edgeproxy.cache.listing import (
     records_of,
 )
 from edgeproxy.cache.manager import CacheManager
+from edgeproxy.cache.memo import BodyMemo
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore, TooOld
 from edgeproxy.cache.streaming import stream_watch
@@ -77,6 +78,7 @@ from edgeproxy.upstream.pool import Upstream
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+_GZIP_MAGIC = b"\x1f\x8b"
 GZIP_MIN = 128 * 1024  # kube-apiserver gzips bodies above 128 KiB (sec. 7)
 Consistency = Literal["strict", "cache-first"]
 
@@ -139,6 +141,7 @@ class ProxyRouter:
         self.keep = keep
         self.metrics = metrics
         self.settings = settings or ProxySettings()
+        self.memo = BodyMemo()
         # Read-your-writes: the newest RV a write through the proxy returned, per resource.
         self._written_rv: dict[tuple[str, str, str], int] = {}
 
@@ -597,27 +600,55 @@ class ProxyRouter:
                 return False
             return labels.matches(record.labels) and fields.matches(record.fields)
 
-        page = select_page(
-            store.keys_from(start, prefix),
-            store.objects,
-            matches,
-            limit=limit,
-            snapshot_rv=store.rv,
-            prefix=prefix,
-            count_remaining=labels.empty and fields.empty,
+        gzip_ok = "gzip" in request.headers.get("Accept-Encoding", "")
+        include = request.query.get("includeObject", "")
+        memo_key = (
+            store.scope,
+            store.rv,
+            store.version,
+            namespace,
+            str(labels),
+            str(fields),
+            limit,
+            start,
+            choice.form,
+            choice.meta_api_version,
+            include,
+            gzip_ok,
         )
-        rv = str(store.rv)
-        if choice.form == "json":
-            body = list_body(
-                rt.list_kind,
-                rt.api_version,
-                rv,
-                (r.raw for r in page.items),
-                continue_token=page.continue_token,
-                remaining_item_count=page.remaining,
+        body = self.memo.get(memo_key)
+        if body is None:
+            page = select_page(
+                store.keys_from(start, prefix),
+                store.objects,
+                matches,
+                limit=limit,
+                snapshot_rv=store.rv,
+                prefix=prefix,
+                count_remaining=labels.empty and fields.empty,
             )
-            return self._send(request, body, JSON, "cache")
-        return self._render_list(request, rt, rv, page.continue_token, page.items, choice, "cache")
+            rv = str(store.rv)
+            if choice.form == "json":
+                body = list_body(
+                    rt.list_kind,
+                    rt.api_version,
+                    rv,
+                    (r.raw for r in page.items),
+                    continue_token=page.continue_token,
+                    remaining_item_count=page.remaining,
+                )
+            else:
+                body = self._render_list_body(
+                    rt, rv, page.continue_token, page.items, choice, include
+                )
+            if gzip_ok and len(body) > GZIP_MIN:
+                body = gzip.compress(body, compresslevel=1)
+            self.memo.put(memo_key, body)
+        headers = {"Content-Type": JSON}
+        if body.startswith(_GZIP_MAGIC):
+            headers["Content-Encoding"] = "gzip"
+        self.metrics.client_bytes.labels("cache").inc(len(body))
+        return web.Response(body=body, headers=headers)
 
     def _render_list(
         self,
@@ -629,19 +660,31 @@ class ProxyRouter:
         choice: MediaChoice,
         served: str,
     ) -> web.StreamResponse:
+        include = request.query.get("includeObject", "")
+        body = self._render_list_body(rt, rv, token, items, choice, include)
+        return self._send(request, body, JSON, served)
+
+    @staticmethod
+    def _render_list_body(
+        rt: ResourceType,
+        rv: str,
+        token: str,
+        items: list[ObjectRecord],
+        choice: MediaChoice,
+        include: str,
+    ) -> bytes:
         """A list as a Table or PartialObjectMetadataList, rendered here."""
         list_meta: dict[str, Any] = {"resourceVersion": rv}
         if token:
             list_meta["continue"] = token
         objs = [msgspec.json.decode(with_type_meta(r.raw, rt.kind, rt.api_version)) for r in items]
         if choice.form == "table":
-            include = include_object_option(request.query.get("includeObject"))
             doc = table(
                 rt,
                 objs,
                 list_meta=list_meta,
                 api_version=choice.meta_api_version,
-                include_object=include,
+                include_object=include_object_option(include),
             )
         elif choice.form == "partial":
             doc = partial_object_metadata_list(objs, list_meta, choice.meta_api_version)
@@ -649,7 +692,7 @@ class ProxyRouter:
             raise status.not_acceptable(
                 "edge-proxy serves cached lists as JSON, Table or PartialObjectMetadataList"
             )
-        return self._send(request, msgspec.json.encode(doc), JSON, served)
+        return msgspec.json.encode(doc)
 
     # -- watch -------------------------------------------------------------------------
 
