@@ -244,7 +244,15 @@ class Upstream:
             total=None, sock_connect=self.settings.connect_timeout, sock_read=read_timeout
         )
         last_error = "no server tried"
-        for server in candidates:
+        # A server whose accept queue is full drops SYNs, which are resent after
+        # 1 s: a slow handshake while the probes find the link healthy is
+        # congestion, not a cut, so an idempotent request waits longer once.
+        patient = aiohttp.ClientTimeout(
+            total=None, sock_connect=3 * self.settings.connect_timeout, sock_read=read_timeout
+        )
+        attempts = [(server, timeout) for server in candidates]
+        while attempts:
+            server, attempt_timeout = attempts.pop(0)
             server.requests += 1
             try:
                 resp = await self._session.request(
@@ -252,7 +260,7 @@ class Upstream:
                     server.url + path_qs,
                     headers=merged,
                     data=data,
-                    timeout=timeout,
+                    timeout=attempt_timeout,
                     allow_redirects=False,
                     server_hostname=self._server_hostname,
                     skip_auto_headers=skip_auto,
@@ -270,6 +278,15 @@ class Upstream:
                 continue
             except (TimeoutError, aiohttp.ClientError) as exc:
                 last_error = _describe(exc)
+                if (
+                    isinstance(exc, aiohttp.ConnectionTimeoutError)
+                    and data is None
+                    and attempt_timeout is timeout
+                    and server.healthy
+                    and self.recently_ok()
+                ):
+                    attempts.insert(0, (server, patient))
+                    continue
                 break
             self._mark(server, True)
             return resp
@@ -312,6 +329,9 @@ class Upstream:
             sock = writer.get_extra_info("socket")
             if sock is not None:  # a dead link under a quiet exec session is noticed
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+                    if hasattr(socket, name):
+                        sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
             self._mark(server, True)
             extra = {"Host": url.netloc.rpartition("@")[2], **self._auth_headers()}
             return reader, writer, server, extra
