@@ -133,7 +133,6 @@ class Watcher:
         if len(self.pending) >= self.max_pending:
             # kube-apiserver terminates watchers that fall too far behind; the
             # client re-watches from its last RV.
-            self.pending.clear()  # the client re-watches from its last RV
             self.close("watcher fell behind")
             if self.on_overflow is not None:
                 self.on_overflow()

@@ -71,7 +71,8 @@ class Scope:
 
 
 def _requirements(selector: str) -> set[str]:
-    return {part for part in selector.split(",") if part}
+    # Parsed, not split at commas: set terms such as `a in (x,y)` contain commas.
+    return {str(r) for r in LabelSelector.parse(selector).requirements}
 
 
 def _label_subset(narrow: str, broad: str) -> bool:
@@ -84,8 +85,12 @@ def _label_subset(narrow: str, broad: str) -> bool:
 
 
 def _field_subset(narrow: str, broad: str) -> bool:
-    return _requirements(broad) <= _requirements(narrow)
+    return set(FieldSelector.parse(broad).requirements) <= set(
+        FieldSelector.parse(narrow).requirements
+    )
 
 
 def _metadata_only(field_selector: str) -> bool:
-    return all(term.startswith("metadata.") for term in _requirements(field_selector))
+    return all(
+        name.startswith("metadata.") for name in FieldSelector.parse(field_selector).fields_used
+    )

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+
+import msgspec
 
 from edgeproxy.cache.broadcast import Event, TypeInfo, Watcher
 from edgeproxy.cache.scope import Scope
@@ -115,18 +118,35 @@ class ScopeStore:
                 changes.append(("ADDED", record, None))
             elif old.rv != record.rv or old.raw != record.raw:
                 changes.append(("MODIFIED", record, old))
-        # ADDED/MODIFIED carry their own RVs, all after our old RV; deletions
-        # happened at some RV up to the list's, so they come last at `rv`.
-        changes.sort(key=lambda c: c[1].rv)
-        events = [
-            self._apply(t, rec, prev, max(rec.rv, self.rv + 1) if rec.rv <= self.rv else rec.rv)
+        # ADDED/MODIFIED carry their own RVs, after our old RV. Deletions (and
+        # changes without a newer RV) happened at unknown RVs up to the list's:
+        # each takes the latest RV in (self.rv, rv] no other event uses. etcd
+        # gives every write its own revision, so such RVs exist, and no two
+        # events share one: a watch resumed from any event's RV misses nothing.
+        taken = {rec.rv for _, rec, _ in changes if rec.rv > self.rv}
+        free = (r for r in range(rv, self.rv, -1) if r not in taken)
+        timed: list[tuple[int, EventType, ObjectRecord, ObjectRecord | None]] = [
+            (rec.rv if rec.rv > self.rv else next(free, rv), t, rec, prev)
             for t, rec, prev in changes
         ]
         for key in [k for k in self.objects if k not in records]:
             old = self.objects[key]
-            events.append(self._apply("DELETED", old, old, rv))
+            at = next(free, rv)
+            # A DELETED carries the deletion's RV (sec. 3.4): with the old
+            # object's RV a client resuming from it would go back in time.
+            timed.append((at, "DELETED", _restamped(old, at), old))
+        timed.sort(key=lambda e: e[0])
+        events = [self._apply(t, rec, prev, at) for at, t, rec, prev in timed]
+        if not events and rv == self.rv:
+            return events  # the same state we hold: nothing to write
         self.rv = rv
-        self._persist_snapshot()
+        # Journal only the difference: a list that changed nothing costs one
+        # tiny write, not a rewrite of the whole scope (edge flash wears out).
+        self._persist(
+            {e.obj.key: e.obj.raw for e in events if e.type != "DELETED"},
+            [e.obj.key for e in events if e.type == "DELETED"],
+            rv,
+        )
         return events
 
     def apply_event(self, event_type: EventType, record: ObjectRecord) -> Event | None:
@@ -221,3 +241,10 @@ class ScopeStore:
         for watcher in list(self.watchers):
             watcher.close(reason)
         self.watchers.clear()
+
+
+def _restamped(record: ObjectRecord, rv: int) -> ObjectRecord:
+    """`record` with metadata.resourceVersion set to `rv`."""
+    obj = msgspec.json.decode(record.raw)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(rv)
+    return dataclasses.replace(record, rv=rv, raw=msgspec.json.encode(obj))

@@ -55,6 +55,8 @@ class WatchDecoder:
             end = buf.find(b"\n", start)
             if end < 0:
                 break
+            if end - start > self._max_frame:  # same limit whatever the chunking
+                raise WatchStreamError(f"watch event larger than {self._max_frame} bytes")
             line = bytes(buf[start:end]).strip()
             start = end + 1
             if line:

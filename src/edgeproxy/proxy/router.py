@@ -316,14 +316,32 @@ class ProxyRouter:
         ):
             raise _Fallback()
         task = asyncio.ensure_future(self.upstream.request("GET", request.path_qs, headers=headers))
+        try:
+            return await self._await_read(task, cached=cached)
+        except BaseException:
+            # Fallback, link down, or the client went away (cancellation): the
+            # upstream request must not outlive the client's.
+            _discard(task)
+            raise
+
+    async def _await_read(
+        self, task: asyncio.Future[aiohttp.ClientResponse], *, cached: bool
+    ) -> aiohttp.ClientResponse:
+        settings = self.upstream.settings
         if not cached:
-            return await task
-        done, _ = await asyncio.wait({task}, timeout=self.upstream.settings.fallback_after)
+            # Nothing to fall back to, but a black-holed request never ends by
+            # itself: once the probes declare the link down, answer 503 offline.
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=settings.probe_interval)
+                if done:
+                    return task.result()
+                if not self.upstream.healthy:
+                    raise UpstreamUnreachable("the link went down while waiting for an answer")
+        done, _ = await asyncio.wait({task}, timeout=settings.fallback_after)
         while not done:
             if not self.upstream.recently_ok():
-                task.cancel()
                 raise _Fallback()
-            done, _ = await asyncio.wait({task}, timeout=self.upstream.settings.probe_interval)
+            done, _ = await asyncio.wait({task}, timeout=settings.probe_interval)
         return task.result()
 
     def _json_headers(self, request: web.Request) -> dict[str, str]:
@@ -359,8 +377,9 @@ class ProxyRouter:
                             request, resp, on_bytes=self._count_bytes("upstream")
                         )
                         return relayed, "upstream"
-                    body = decompress(resp.headers.get("Content-Encoding", ""), await resp.read())
-                    self.metrics.upstream_bytes.labels("get").inc(len(body))
+                    wire = await resp.read()
+                    self.metrics.upstream_bytes.labels("get").inc(len(wire))  # as received
+                    body = decompress(resp.headers.get("Content-Encoding", ""), wire)
                 record = record_from_bytes(rt, strip_type_meta(body))
                 if self.keep(record) is None:
                     raise status.not_found(rt.resource, info.name, rt.group)
@@ -520,14 +539,28 @@ class ProxyRouter:
         try:
             body = decompress(encoding, raw_body)
             view = parse_list(body)
-            records, kept, dropped = records_of(rt, view, self.keep)
             rv = parse_rv(view.metadata.resourceVersion)
+            complete = not opts.continue_token and not view.metadata.continue_
+            known = self.cache.stores.get(scope)
+            if (
+                complete
+                and known is not None
+                and known.synced
+                and known.rv == rv
+                and not self.filtering
+                and choice.form == "json"
+            ):
+                # The store already holds exactly this state (its reflector keeps
+                # it current): relay the bytes without looking at the items.
+                known.touch()
+                self.metrics.client_bytes.labels("upstream").inc(len(raw_body))
+                return web.Response(body=raw_body, headers=_list_headers(encoding))
+            records, kept, dropped = records_of(rt, view, self.keep)
         except BadUpstreamBody as exc:
             log.warning("upstream list for %s is malformed: %s", request.path, exc)
             raise status.internal_error(
                 f"the cloud apiserver sent a malformed list: {exc}"
             ) from exc
-        complete = not opts.continue_token and not view.metadata.continue_
         if complete:
             store = self.cache.store_for(scope, rt)
             if view.items:
@@ -547,13 +580,7 @@ class ProxyRouter:
                 "upstream",
             )
         if dropped == 0:
-            out = web.Response(
-                body=raw_body,
-                headers={
-                    "Content-Type": JSON,
-                    **({"Content-Encoding": encoding} if encoding else {}),
-                },
-            )
+            out = web.Response(body=raw_body, headers=_list_headers(encoding))
             self.metrics.client_bytes.labels("upstream").inc(len(raw_body))
             return out
         filtered = list_body(
@@ -837,6 +864,21 @@ class _FrameConverter:
         else:
             event["object"] = partial_object_metadata(obj, self.choice.meta_api_version)
         return msgspec.json.encode(event) + b"\n"
+
+
+def _discard(task: asyncio.Future[aiohttp.ClientResponse]) -> None:
+    """Cancel an upstream read, or release its response if it already arrived."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled() and task.exception() is None:
+        task.result().release()
+
+
+def _list_headers(encoding: str) -> dict[str, str]:
+    headers = {"Content-Type": JSON}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    return headers
 
 
 def _is_upgrade(request: web.Request) -> bool:

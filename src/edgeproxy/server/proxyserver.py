@@ -116,7 +116,9 @@ class ProxyServer:
         await runner.setup()
         self._runners.append(runner)
         host, port = _split(cfg.listen)
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        # A node's components reconnect together after a restart; kube-apiserver
+        # listens with the system maximum backlog, aiohttp's default is 128.
+        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
         await site.start()
         self.port = _bound_port(site)
 
