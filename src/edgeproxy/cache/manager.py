@@ -276,6 +276,8 @@ class CacheManager:
                     "synced": store.synced,
                     "objects": len(store),
                     "bytes": store.bytes,
+                    "bytesFromUpstream": store.bytes_from_upstream,
+                    "bytesServed": store.bytes_served,
                     "watchers": len(store.watchers),
                     "history": len(store.history),
                     "reflector": None

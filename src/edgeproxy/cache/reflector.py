@@ -152,6 +152,7 @@ class Reflector:
         async with resp:
             body = await resp.read()
             self.bytes_in += len(body)
+            self.store.bytes_from_upstream += len(body)
             if resp.status != 200:
                 raise _UpstreamStatus(resp.status, body)
             body = decompress(resp.headers.get("Content-Encoding", ""), body)
@@ -183,6 +184,7 @@ class Reflector:
                 raise _UpstreamStatus(resp.status, await resp.read())
             async for chunk in resp.content.iter_any():
                 self.bytes_in += len(chunk)
+                self.store.bytes_from_upstream += len(chunk)
                 for event in decoder.feed(chunk):
                     self._apply(event.type, event.object)
             for event in decoder.eof():

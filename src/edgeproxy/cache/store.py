@@ -60,6 +60,10 @@ class ScopeStore:
         self.persist: PersistHook | None = None
         self.last_used = time.monotonic()
         self.bytes = 0
+        # Bandwidth accounting: bytes received from upstream for this scope (lists
+        # and watch streams) and bytes served to clients from it.
+        self.bytes_from_upstream = 0
+        self.bytes_served = 0
         # Whether upstream list items carry kind/apiVersion (custom resources).
         self.typed_items = False
         self._rv_waiters: list[tuple[int, asyncio.Future[None]]] = []

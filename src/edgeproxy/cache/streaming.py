@@ -83,7 +83,10 @@ async def stream_watch(
             if watcher.pending or watcher.closed:
                 continue
             try:
-                await asyncio.wait_for(watcher.wake.wait(), wait)
+                # asyncio.timeout arms a timer; wait_for would also create a task
+                # per wake-up, which dominates CPU when many watchers fan out.
+                async with asyncio.timeout(wait):
+                    await watcher.wake.wait()
             except TimeoutError:
                 if transport is None or transport.is_closing():
                     break

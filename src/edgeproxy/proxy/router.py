@@ -553,6 +553,8 @@ class ProxyRouter:
                 # The store already holds exactly this state (its reflector keeps
                 # it current): relay the bytes without looking at the items.
                 known.touch()
+                known.bytes_from_upstream += len(raw_body)
+                known.bytes_served += len(raw_body)
                 self.metrics.client_bytes.labels("upstream").inc(len(raw_body))
                 return web.Response(body=raw_body, headers=_list_headers(encoding))
             records, kept, dropped = records_of(rt, view, self.keep)
@@ -567,6 +569,7 @@ class ProxyRouter:
                 store.typed_items = bytes(view.items[0]).startswith(b'{"kind"')
             store.replace(records, rv)
             store.touch()
+            store.bytes_from_upstream += len(raw_body)
             if self.cache.note_list(scope):
                 self.cache.reflector_for(store)
         if choice.form != "json":
@@ -675,6 +678,7 @@ class ProxyRouter:
         if body.startswith(_GZIP_MAGIC):
             headers["Content-Encoding"] = "gzip"
         self.metrics.client_bytes.labels("cache").inc(len(body))
+        store.bytes_served += len(body)
         return web.Response(body=body, headers=headers)
 
     def _render_list(
@@ -757,6 +761,13 @@ class ProxyRouter:
                 min_rv = int(rv_param)
             except ValueError:
                 raise status.bad_request(f"invalid resource version: {rv_param!r}") from None
+        if opts.send_initial_events and min_rv > store.rv:
+            # Initial events "not older than N" need every change up to N applied:
+            # the ones in between would be skipped as already known (sec. 3.8, 2.1).
+            if self.upstream.healthy:
+                await store.wait_for_rv(min_rv, self.settings.rv_wait)
+            if store.rv < min_rv:
+                raise status.too_large_resource_version(min_rv, store.rv)
         watcher = Watcher(
             store.types, namespace, labels, fields, self.settings.watcher_buffer, min_rv=min_rv
         )
@@ -805,6 +816,11 @@ class ProxyRouter:
                 return bookmark(rt.kind, rt.api_version, str(store.rv))
 
             counter = self.metrics.client_bytes.labels("cache")
+
+            def on_frame(size: int) -> None:
+                counter.inc(size)
+                store.bytes_served += size
+
             await stream_watch(
                 request,
                 resp,
@@ -814,7 +830,7 @@ class ProxyRouter:
                 bookmark=make_bookmark if opts.allow_watch_bookmarks else None,
                 bookmark_interval=self.settings.bookmark_interval,
                 convert=convert,
-                on_frame=counter.inc,
+                on_frame=on_frame,
             )
             return resp
         finally:
