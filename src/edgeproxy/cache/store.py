@@ -10,7 +10,6 @@ watcher can resume from any RV at or after `compacted_rv`.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import dataclasses
 import time
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 import msgspec
 
 from edgeproxy.cache.broadcast import Event, TypeInfo, Watcher
+from edgeproxy.cache.rvwait import RVWaiters
 from edgeproxy.cache.scope import Scope
 from edgeproxy.kube.objects import ObjectRecord
 from edgeproxy.kube.resources import ResourceType
@@ -66,7 +66,7 @@ class ScopeStore:
         self.bytes_served = 0
         # Whether upstream list items carry kind/apiVersion (custom resources).
         self.typed_items = False
-        self._rv_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._rv_waiters = RVWaiters()
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -208,28 +208,10 @@ class ScopeStore:
 
     async def wait_for_rv(self, rv: int, wait_seconds: float) -> bool:
         """Wait until the store has reached `rv`; False on timeout."""
-        if self.rv >= rv:
-            return True
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._rv_waiters.append((rv, fut))
-        try:
-            await asyncio.wait_for(fut, wait_seconds)
-        except TimeoutError:
-            return False
-        return True
+        return await self._rv_waiters.wait(self.rv, rv, wait_seconds)
 
     def _wake_waiters(self) -> None:
-        if not self._rv_waiters:
-            return
-        still = []
-        for target, fut in self._rv_waiters:
-            if fut.done():
-                continue
-            if target <= self.rv:
-                fut.set_result(None)
-            else:
-                still.append((target, fut))
-        self._rv_waiters = still
+        self._rv_waiters.notify(self.rv)
 
     def _persist(self, upserts: Mapping[str, bytes], deletes: list[str], rv: int) -> None:
         self._wake_waiters()

@@ -15,7 +15,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .labels import SelectorError, go_quote
+from .labels import LabelSelector, SelectorError, go_quote
+from .resources import ResourceType
+from .status import bad_request
 
 FieldOp = Literal["=", "!="]
 Term = tuple[str, str, str]
@@ -176,3 +178,17 @@ class FieldSelector:
 
 
 _EVERYTHING = FieldSelector(())
+
+
+def parse_selectors(
+    rt: ResourceType, label_text: str, field_text: str
+) -> tuple[LabelSelector, FieldSelector]:
+    """A request's selectors for `rt`, or the 400 kube-apiserver answers for them."""
+    try:
+        labels = LabelSelector.parse(label_text)
+        fields = FieldSelector.parse(field_text)
+        # Kinds without field-label conversions get apimachinery's generic message.
+        fields.check_supported(rt.field_paths, generic=not rt.extra_fields)
+    except SelectorError as exc:
+        raise bad_request(exc.message) from exc
+    return labels, fields

@@ -45,8 +45,8 @@ from edgeproxy.cache.streaming import stream_watch
 from edgeproxy.errors import UpstreamUnreachable
 from edgeproxy.kube import status
 from edgeproxy.kube.continuetoken import decode_continue, expired_continue
-from edgeproxy.kube.fields import FieldSelector
-from edgeproxy.kube.labels import LabelSelector, SelectorError
+from edgeproxy.kube.fields import FieldSelector, parse_selectors
+from edgeproxy.kube.labels import LabelSelector
 from edgeproxy.kube.negotiation import MediaChoice, negotiate
 from edgeproxy.kube.objects import (
     ObjectRecord,
@@ -70,6 +70,7 @@ from edgeproxy.kube.table import (
     partial_object_metadata_list,
     table,
 )
+from edgeproxy.kube.watchrender import WatchFrameConverter
 from edgeproxy.kube.wire import bookmark, list_body
 from edgeproxy.metrics import Metrics
 from edgeproxy.proxy import forward, upgrade
@@ -142,8 +143,10 @@ class ProxyRouter:
         self.metrics = metrics
         self.settings = settings or ProxySettings()
         self.memo = BodyMemo()
-        # Read-your-writes: the newest RV a write through the proxy returned, per resource.
-        self._written_rv: dict[tuple[str, str, str], int] = {}
+        # Read-your-writes: the newest RV a write through the proxy returned, per
+        # (group, version, resource, namespace): a namespaced scope never sees the
+        # events of other namespaces, so it must not wait for their writes.
+        self._written_rv: dict[tuple[str, str, str, str], int] = {}
 
     # -- entry ---------------------------------------------------------------------
 
@@ -293,11 +296,16 @@ class ProxyRouter:
             rv = int(meta.resourceVersion)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
             return
-        gvr = (rt.group, rt.version, rt.resource)
-        self._written_rv[gvr] = max(rv, self._written_rv.get(gvr, 0))
+        key = (rt.group, rt.version, rt.resource, meta.namespace)
+        self._written_rv[key] = max(rv, self._written_rv.get(key, 0))
 
     async def _read_your_writes(self, rt: ResourceType, store: ScopeStore) -> None:
-        want = self._written_rv.get((rt.group, rt.version, rt.resource), 0)
+        gvr = (rt.group, rt.version, rt.resource)
+        namespace = store.scope.namespace
+        if namespace:
+            want = self._written_rv.get((*gvr, namespace), 0)
+        else:
+            want = max((rv for k, rv in self._written_rv.items() if k[:3] == gvr), default=0)
         if want > store.rv and self.upstream.healthy and store.scope in self.cache.reflectors:
             await store.wait_for_rv(want, self.settings.rv_wait)
 
@@ -446,17 +454,6 @@ class ProxyRouter:
 
     # -- list --------------------------------------------------------------------------
 
-    def _selectors(
-        self, rt: ResourceType, opts: ListOptions
-    ) -> tuple[LabelSelector, FieldSelector]:
-        try:
-            labels = LabelSelector.parse(opts.label_selector)
-            fields = FieldSelector.parse(opts.field_selector)
-            fields.check_supported(rt.field_paths, generic=not rt.extra_fields)
-        except SelectorError as exc:
-            raise status.bad_request(exc.message) from exc
-        return labels, fields
-
     def _cache_first(self, rt: ResourceType) -> bool:
         return (
             self.settings.consistency == "cache-first"
@@ -466,7 +463,7 @@ class ProxyRouter:
     async def _list(
         self, request: web.Request, info: RequestInfo, rt: ResourceType, opts: ListOptions
     ) -> tuple[web.StreamResponse, str]:
-        labels, fields = self._selectors(rt, opts)
+        labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
         choice = negotiate(request.headers.get("Accept"), target="list", rt=rt)
         scope = Scope.of(rt, info.namespace, labels, fields)
         semantics = list_semantics(opts)
@@ -730,7 +727,7 @@ class ProxyRouter:
     async def _watch(
         self, request: web.Request, info: RequestInfo, rt: ResourceType, opts: ListOptions
     ) -> web.StreamResponse:
-        labels, fields = self._selectors(rt, opts)
+        labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
         choice = negotiate(request.headers.get("Accept"), target="watch", rt=rt)
         scope = Scope.of(rt, info.namespace, labels, fields)
         store = self.cache.covering(scope, rt)
@@ -801,7 +798,12 @@ class ProxyRouter:
             resp = web.StreamResponse(status=200, headers={"Content-Type": JSON})
             resp.enable_chunked_encoding()
             await resp.prepare(request)
-            convert = _FrameConverter(rt, choice, request)
+            include = (
+                include_object_option(request.query.get("includeObject"))
+                if choice.form == "table"
+                else "Metadata"
+            )
+            convert = WatchFrameConverter(rt, choice, include)
             if expired is not None:
                 await resp.write(expired.watch_event())
                 await resp.write_eof()
@@ -841,45 +843,11 @@ class ProxyRouter:
 
 class _MetaOnlyMeta(msgspec.Struct):
     resourceVersion: str = ""
+    namespace: str = ""
 
 
 class _MetaOnly(msgspec.Struct):
     metadata: _MetaOnlyMeta = msgspec.field(default_factory=_MetaOnlyMeta)
-
-
-class _FrameConverter:
-    """Re-encodes watch frames for Table / PartialObjectMetadata watchers."""
-
-    def __init__(self, rt: ResourceType, choice: MediaChoice, request: web.Request) -> None:
-        self.rt = rt
-        self.choice = choice
-        self.include = (
-            include_object_option(request.query.get("includeObject"))
-            if choice.form == "table"
-            else "Metadata"
-        )
-        self.first = True
-
-    def __call__(self, frame: bytes) -> bytes:
-        if self.choice.form == "json":
-            return frame
-        event = msgspec.json.decode(frame)
-        obj = event.get("object") or {}
-        if event.get("type") == "ERROR":
-            return frame
-        if self.choice.form == "table":
-            event["object"] = table(
-                self.rt,
-                [obj],
-                list_meta=None,
-                api_version=self.choice.meta_api_version,
-                include_object=self.include,
-                with_columns=self.first,
-            )
-            self.first = False
-        else:
-            event["object"] = partial_object_metadata(obj, self.choice.meta_api_version)
-        return msgspec.json.encode(event) + b"\n"
 
 
 def _discard(task: asyncio.Future[aiohttp.ClientResponse]) -> None:

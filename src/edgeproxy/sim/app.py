@@ -23,8 +23,8 @@ from aiohttp import web
 from edgeproxy.cache.streaming import stream_watch
 from edgeproxy.kube import status
 from edgeproxy.kube.continuetoken import decode_continue, expired_continue
-from edgeproxy.kube.fields import FieldSelector
-from edgeproxy.kube.labels import LabelSelector, SelectorError
+from edgeproxy.kube.fields import FieldSelector, parse_selectors
+from edgeproxy.kube.labels import LabelSelector
 from edgeproxy.kube.negotiation import MediaChoice, negotiate
 from edgeproxy.kube.objects import ObjectRecord, object_key, with_type_meta
 from edgeproxy.kube.paging import select_page
@@ -43,6 +43,7 @@ from edgeproxy.kube.table import (
     partial_object_metadata_list,
     table,
 )
+from edgeproxy.kube.watchrender import WatchFrameConverter
 from edgeproxy.kube.wire import bookmark, list_body
 from edgeproxy.sim import discovery, openapi
 from edgeproxy.sim.faults import Faults
@@ -192,7 +193,7 @@ class SimApp:
             return self._object_response(request, rt, raw)
         if verb == "deletecollection":
             opts = list_options(info, query)
-            labels, fields = self._selectors(rt, opts)
+            labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
             options = await self._delete_options(request)
             res = self.store.resource(rt)
             prefix = info.namespace + "/" if info.namespace else ""
@@ -260,17 +261,6 @@ class SimApp:
 
     # -- reads -------------------------------------------------------------
 
-    def _selectors(
-        self, rt: ResourceType, opts: ListOptions
-    ) -> tuple[LabelSelector, FieldSelector]:
-        try:
-            labels = LabelSelector.parse(opts.label_selector)
-            fields = FieldSelector.parse(opts.field_selector)
-            fields.check_supported(rt.field_paths, generic=not rt.extra_fields)
-        except SelectorError as exc:
-            raise status.bad_request(exc.message) from exc
-        return labels, fields
-
     @staticmethod
     def _matches(record: ObjectRecord, labels: LabelSelector, fields: FieldSelector) -> bool:
         return labels.matches(record.labels) and fields.matches(record.fields)
@@ -325,7 +315,7 @@ class SimApp:
     async def _list(
         self, request: web.Request, rt: ResourceType, info: RequestInfo, opts: ListOptions
     ) -> web.StreamResponse:
-        labels, fields = self._selectors(rt, opts)
+        labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
         choice = negotiate(request.headers.get("Accept"), target="list", rt=rt)
         res = self.store.resource(rt)
         semantics = list_semantics(opts)
@@ -430,7 +420,7 @@ class SimApp:
     async def _watch(
         self, request: web.Request, rt: ResourceType, info: RequestInfo, opts: ListOptions
     ) -> web.StreamResponse:
-        labels, fields = self._selectors(rt, opts)
+        labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
         choice = negotiate(request.headers.get("Accept"), target="watch", rt=rt)
         res = self.store.resource(rt)
         namespace = info.namespace if rt.namespaced else ""
@@ -488,7 +478,7 @@ class SimApp:
         resp = web.StreamResponse(status=200, headers={"Content-Type": choice.content_type})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
-        converter = _FrameConverter(rt, choice, _include_object(request))
+        converter = WatchFrameConverter(rt, choice, _include_object(request))
         if expired is not None:
             await resp.write(converter(expired.watch_event()))
             await resp.write_eof()
@@ -527,37 +517,6 @@ class SimApp:
 
 def _include_object(request: web.Request) -> Any:
     return include_object_option(request.query.get("includeObject", ""))
-
-
-class _FrameConverter:
-    """Re-encodes watch frames for Table / PartialObjectMetadata watchers."""
-
-    def __init__(self, rt: ResourceType, choice: MediaChoice, include_object: Any) -> None:
-        self.rt = rt
-        self.choice = choice
-        self.include_object = include_object
-        self.first = True
-
-    def __call__(self, frame: bytes) -> bytes:
-        if self.choice.form == "json":
-            return frame
-        event = msgspec.json.decode(frame)
-        obj = event.get("object") or {}
-        if event.get("type") == "ERROR" or obj.get("kind") == "Status":
-            return frame
-        if self.choice.form == "table":
-            event["object"] = table(
-                self.rt,
-                [obj],
-                list_meta=None,
-                api_version=self.choice.meta_api_version,
-                include_object=self.include_object,
-                with_columns=self.first,
-            )
-            self.first = False
-        else:
-            event["object"] = partial_object_metadata(obj, self.choice.meta_api_version)
-        return _encode(event) + b"\n"
 
 
 async def handle_admin(app: SimApp, request: web.Request) -> web.StreamResponse:

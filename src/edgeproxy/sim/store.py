@@ -14,13 +14,13 @@ the events after X.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import logging
 from collections import deque
 from collections.abc import Iterator
 
 from edgeproxy.cache.broadcast import Event, Watcher
+from edgeproxy.cache.rvwait import RVWaiters
 from edgeproxy.kube.objects import ObjectRecord, record_from_bytes
 from edgeproxy.kube.resources import ResourceRegistry, ResourceType
 from edgeproxy.kube.wire import EventType
@@ -119,7 +119,7 @@ class Store:
         self.registry = registry
         self.rv = 1
         self._resources = {rt: ResourceStore(rt, history_limit) for rt in registry}
-        self._rv_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._rv_waiters = RVWaiters()
 
     def resource(self, rt: ResourceType) -> ResourceStore:
         return self._resources[rt]
@@ -146,29 +146,11 @@ class Store:
         return event
 
     def _notify(self) -> None:
-        if not self._rv_waiters:
-            return
-        still: list[tuple[int, asyncio.Future[None]]] = []
-        for target, fut in self._rv_waiters:
-            if fut.done():
-                continue
-            if target <= self.rv:
-                fut.set_result(None)
-            else:
-                still.append((target, fut))
-        self._rv_waiters = still
+        self._rv_waiters.notify(self.rv)
 
     async def wait_for_rv(self, rv: int, wait_seconds: float) -> bool:
         """Wait until the store has reached `rv`; False on timeout."""
-        if self.rv >= rv:
-            return True
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._rv_waiters.append((rv, fut))
-        try:
-            await asyncio.wait_for(fut, wait_seconds)
-        except TimeoutError:
-            return False
-        return True
+        return await self._rv_waiters.wait(self.rv, rv, wait_seconds)
 
     def compact(self) -> None:
         for res in self._resources.values():
