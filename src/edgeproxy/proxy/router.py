@@ -191,6 +191,10 @@ class ProxyRouter:
             return resp, "upstream"
         if not info.is_resource_request:
             return await self._non_resource(request, info)
+        if "//" in request.path:
+            # kube-apiserver's router matches no route for an empty segment; read
+            # as a resource request, `/namespaces//pods` would mean "all namespaces".
+            raise status.not_found_path()
         rt = self.cache.resource_type(
             info.api_group, info.api_version, info.resource, namespaced=bool(info.namespace)
         )
