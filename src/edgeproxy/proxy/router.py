@@ -146,7 +146,7 @@ class ProxyRouter:
         # Read-your-writes: the newest RV a write through the proxy returned, per
         # (group, version, resource, namespace): a namespaced scope never sees the
         # events of other namespaces, so it must not wait for their writes.
-        self._written_rv: dict[tuple[str, str, str, str], int] = {}
+        self._writes = _RecentWrites()
 
     # -- entry ---------------------------------------------------------------------
 
@@ -296,21 +296,18 @@ class ProxyRouter:
 
     def _note_write(self, rt: ResourceType, body: bytes) -> None:
         try:
-            meta = msgspec.json.decode(body, type=_MetaOnly).metadata
-            rv = int(meta.resourceVersion)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-            return
-        key = (rt.group, rt.version, rt.resource, meta.namespace)
-        self._written_rv[key] = max(rv, self._written_rv.get(key, 0))
+            record = record_from_bytes(rt, strip_type_meta(body))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return  # e.g. a delete answered with a Status: nothing to wait for
+        if record.rv and record.name:
+            self._writes.add(rt, record)
 
     async def _read_your_writes(self, rt: ResourceType, store: ScopeStore) -> None:
-        gvr = (rt.group, rt.version, rt.resource)
-        namespace = store.scope.namespace
-        if namespace:
-            want = self._written_rv.get((*gvr, namespace), 0)
-        else:
-            want = max((rv for k, rv in self._written_rv.items() if k[:3] == gvr), default=0)
-        if want > store.rv and self.upstream.healthy and store.scope in self.cache.reflectors:
+        """Wait (briefly) until the store has applied this proxy's own writes it can see."""
+        if not self.upstream.healthy or store.scope not in self.cache.reflectors:
+            return
+        want = self._writes.pending_for(rt, store)
+        if want > store.rv:
             await store.wait_for_rv(want, self.settings.rv_wait)
 
     # -- forwarding reads ------------------------------------------------------------
@@ -554,6 +551,8 @@ class ProxyRouter:
                 # The store already holds exactly this state (its reflector keeps
                 # it current): relay the bytes without looking at the items.
                 known.touch()
+                if self.cache.note_list(scope):
+                    self.cache.reflector_for(known)
                 known.bytes_from_upstream += len(raw_body)
                 known.bytes_served += len(raw_body)
                 self.metrics.client_bytes.labels("upstream").inc(len(raw_body))
@@ -845,13 +844,53 @@ class ProxyRouter:
             store.watchers.discard(watcher)
 
 
-class _MetaOnlyMeta(msgspec.Struct):
-    resourceVersion: str = ""
-    namespace: str = ""
+class _RecentWrites:
+    """Writes made through the proxy, for read-your-writes on cached reads.
 
+    A cached read waits only for writes its scope can see: the written object
+    matches the scope's selectors, or the scope holds it now (the write may
+    move it out). Entries expire after `ttl` seconds: by then the reflector
+    has applied them or the read has stopped waiting anyway.
+    """
 
-class _MetaOnly(msgspec.Struct):
-    metadata: _MetaOnlyMeta = msgspec.field(default_factory=_MetaOnlyMeta)
+    def __init__(self, ttl: float = 30.0, limit: int = 10_000) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self._writes: dict[tuple[str, str, str, str], tuple[int, ObjectRecord, float]] = {}
+
+    def add(self, rt: ResourceType, record: ObjectRecord) -> None:
+        now = time.monotonic()
+        if len(self._writes) >= self.limit:
+            self._writes = {k: v for k, v in self._writes.items() if now - v[2] < self.ttl}
+        key = (rt.group, rt.version, rt.resource, record.key)
+        old = self._writes.get(key)
+        if old is None or old[0] < record.rv:
+            self._writes[key] = (record.rv, record, now)
+
+    def pending_for(self, rt: ResourceType, store: ScopeStore) -> int:
+        """The newest RV among recent writes `store` would see, 0 if none."""
+        if not self._writes:
+            return 0
+        now = time.monotonic()
+        scope = store.scope
+        gvr = (rt.group, rt.version, rt.resource)
+        labels = fields = None
+        want = 0
+        for (group, version, resource, key), (rv, record, at) in list(self._writes.items()):
+            if now - at >= self.ttl:
+                del self._writes[(group, version, resource, key)]
+                continue
+            if (group, version, resource) != gvr or rv <= store.rv or rv <= want:
+                continue
+            if scope.namespace and record.namespace != scope.namespace:
+                continue
+            if key not in store.objects:
+                if labels is None or fields is None:
+                    labels, fields = scope.labels(), scope.fields()
+                if not (labels.matches(record.labels) and fields.matches(record.fields)):
+                    continue
+            want = rv
+        return want
 
 
 def _discard(task: asyncio.Future[aiohttp.ClientResponse]) -> None:
