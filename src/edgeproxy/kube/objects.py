@@ -9,7 +9,8 @@ simulator's store and the proxy's cache hold.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -86,6 +87,42 @@ def _lookup(view: Any, path: str) -> Any:
     return node
 
 
+@cache
+def _field_index(rt: ResourceType) -> dict[str, int]:
+    names = ["metadata.name", "metadata.namespace", *rt.extra_fields]
+    return {name: i for i, name in enumerate(names)}
+
+
+class FieldValues(Mapping[str, str]):
+    """An object's field-selector values: a tuple against a key index its kind shares.
+
+    A pod has a dozen selectable fields; as a dict of fresh strings that was
+    more memory than the pod's JSON. Reads like a read-only dict.
+    """
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, index: Mapping[str, int], values: tuple[str, ...]) -> None:
+        self._index = index
+        self._values = values
+
+    def __getitem__(self, key: str) -> str:
+        return self._values[self._index[key]]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._index.get(key)
+        return default if i is None else self._values[i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"FieldValues({dict(self.items())!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectRecord:
     """One object: identity, selector inputs, and its JSON in list-item form.
@@ -97,11 +134,17 @@ class ObjectRecord:
     key: str
     namespace: str
     name: str
-    uid: str
     rv: int
     labels: Mapping[str, str]
     fields: Mapping[str, str]
     raw: bytes
+
+
+_NO_LABELS: Mapping[str, str] = {}
+
+
+def _share(text: str) -> str:
+    return sys.intern(text) if len(text) <= 64 else text
 
 
 def object_key(namespace: str, name: str) -> str:
@@ -116,20 +159,25 @@ def record_from_bytes(rt: ResourceType, raw: bytes) -> ObjectRecord:
     """
     view = _decoder(rt).decode(raw)
     meta: MetaView = view.metadata
-    fields = {"metadata.name": meta.name, "metadata.namespace": meta.namespace}
-    for label, path in rt.extra_fields.items():
-        fields[label] = _render(path, _lookup(view, path))
+    values = [meta.name, sys.intern(meta.namespace)]
+    for path in rt.extra_fields.values():
+        value = _render(path, _lookup(view, path))
+        # Most values repeat across objects ("", "false", "Running", node names).
+        values.append(_share(value))
+    fields = FieldValues(_field_index(rt), tuple(values))
     try:
         rv = int(meta.resourceVersion) if meta.resourceVersion else 0
     except ValueError:
         rv = 0
+    namespace = sys.intern(meta.namespace)
+    # Label keys and values repeat across objects: share one copy of each.
+    labels = {_share(k): _share(v) for k, v in meta.labels.items()} if meta.labels else _NO_LABELS
     return ObjectRecord(
-        key=object_key(meta.namespace, meta.name),
-        namespace=meta.namespace,
+        key=object_key(namespace, meta.name),
+        namespace=namespace,
         name=meta.name,
-        uid=meta.uid,
         rv=rv,
-        labels=meta.labels,
+        labels=labels,
         fields=fields,
         raw=raw,
     )
