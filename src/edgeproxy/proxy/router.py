@@ -776,7 +776,8 @@ class ProxyRouter:
             watcher.on_overflow = request.transport.abort
         initial: list[bytes] = []
         expired: StatusError | None = None
-        if opts.send_initial_events or rv_param in ("", "0"):
+        legacy_initial = opts.send_initial_events is None and rv_param in ("", "0")
+        if opts.send_initial_events or legacy_initial:
             initial = [
                 b'{"type":"ADDED","object":'
                 + with_type_meta(r.raw, rt.kind, rt.api_version)
@@ -788,6 +789,9 @@ class ProxyRouter:
                 initial.append(
                     bookmark(rt.kind, rt.api_version, str(max(store.rv, min_rv)), initial_end=True)
                 )
+            watcher.min_rv = max(watcher.min_rv, store.rv)
+        elif rv_param in ("", "0"):
+            # sendInitialEvents=false: only changes from now on (KEP-3157).
             watcher.min_rv = max(watcher.min_rv, store.rv)
         else:
             try:

@@ -437,7 +437,10 @@ class SimApp:
                     bookmark(rt.kind, rt.api_version, str(self.store.rv), initial_end=True)
                 )
         elif rv_param in ("", "0"):
-            initial = self._initial_events(watcher, res.objects)
+            # Legacy watch: synthetic ADDED for the current state. An explicit
+            # sendInitialEvents=false means only changes from now on (KEP-3157).
+            if opts.send_initial_events is None:
+                initial = self._initial_events(watcher, res.objects)
         else:
             since = self._parse_rv(rv_param)
             await self._await_rv(since)
