@@ -18,17 +18,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import msgspec
 from aiohttp import web
 
-from edgeproxy.cache.broadcast import Watcher
 from edgeproxy.cache.listing import (
     BadUpstreamBody,
     ObjectFilter,
@@ -40,8 +37,7 @@ from edgeproxy.cache.listing import (
 from edgeproxy.cache.manager import CacheManager
 from edgeproxy.cache.memo import BodyMemo
 from edgeproxy.cache.scope import Scope
-from edgeproxy.cache.store import ScopeStore, TooOld
-from edgeproxy.cache.streaming import stream_watch
+from edgeproxy.cache.store import ScopeStore
 from edgeproxy.errors import UpstreamUnreachable
 from edgeproxy.kube import status
 from edgeproxy.kube.continuetoken import decode_continue, expired_continue
@@ -70,10 +66,12 @@ from edgeproxy.kube.table import (
     partial_object_metadata_list,
     table,
 )
-from edgeproxy.kube.watchrender import WatchFrameConverter
-from edgeproxy.kube.wire import bookmark, list_body
+from edgeproxy.kube.wire import list_body
 from edgeproxy.metrics import Metrics
 from edgeproxy.proxy import forward, upgrade
+from edgeproxy.proxy.recentwrites import RecentWrites
+from edgeproxy.proxy.settings import ProxySettings
+from edgeproxy.proxy.watching import serve_watch
 from edgeproxy.upstream.pool import Upstream
 
 log = logging.getLogger(__name__)
@@ -81,33 +79,6 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 _GZIP_MAGIC = b"\x1f\x8b"
 GZIP_MIN = 128 * 1024  # kube-apiserver gzips bodies above 128 KiB (sec. 7)
-Consistency = Literal["strict", "cache-first"]
-
-
-@dataclass(frozen=True, slots=True)
-class ProxySettings:
-    # "strict": resourceVersion="" lists go upstream; "cache-first": served from a
-    # healthy synced reflector (fewer cloud bytes, may lag by the watch delay).
-    consistency: Consistency = "strict"
-    # Resources (plural) served cache-first even in strict mode.
-    cache_first_resources: frozenset[str] = frozenset()
-    # Watch bookmarks every minute, like kube-apiserver.
-    bookmark_interval: float = 60.0
-    # Frames one client watch may queue before it is closed as too slow.
-    watcher_buffer: int = 10_000
-    # How long a watch waits for its scope's first sync before giving up.
-    sync_timeout: float = 30.0
-    # Read-your-writes: how long a cached read waits for the proxy's own write.
-    rv_wait: float = 3.0
-    # Retry-After for writes while the cloud is unreachable.
-    # Retry-After for writes while the cloud is unreachable: client-go retries a
-    # write up to 10 times, so a 1 s hint masks outages shorter than ~10 s.
-    offline_retry_after: int = 1
-    # --min-request-timeout of kube-apiserver: unset watch timeouts are 1800..3600 s.
-    min_request_timeout: float = 1800.0
-    # After a (re)start, how long a read with a cached answer waits for the
-    # first probe to confirm the link before answering from the cache.
-    startup_probe_wait: float = 0.2
 
 
 class _Fallback(Exception):
@@ -146,7 +117,7 @@ class ProxyRouter:
         # Read-your-writes: the newest RV a write through the proxy returned, per
         # (group, version, resource, namespace): a namespaced scope never sees the
         # events of other namespaces, so it must not wait for their writes.
-        self._writes = _RecentWrites()
+        self._writes = RecentWrites()
 
     # -- entry ---------------------------------------------------------------------
 
@@ -751,150 +722,18 @@ class ProxyRouter:
                         retry_after=1,
                     ) from None
             await self._read_your_writes(rt, store)
-        rt = store.rt
-        store.touch()
-        namespace = info.namespace if rt.namespaced else ""
-        rv_param = opts.resource_version or ""
-        min_rv = 0
-        if rv_param not in ("", "0"):
-            try:
-                min_rv = int(rv_param)
-            except ValueError:
-                raise status.bad_request(f"invalid resource version: {rv_param!r}") from None
-        if opts.send_initial_events and min_rv > store.rv:
-            # Initial events "not older than N" need every change up to N applied:
-            # the ones in between would be skipped as already known (sec. 3.8, 2.1).
-            if self.upstream.healthy:
-                await store.wait_for_rv(min_rv, self.settings.rv_wait)
-            if store.rv < min_rv:
-                raise status.too_large_resource_version(min_rv, store.rv)
-        watcher = Watcher(
-            store.types, namespace, labels, fields, self.settings.watcher_buffer, min_rv=min_rv
+        return await serve_watch(
+            request,
+            store,
+            opts,
+            info.namespace,
+            labels,
+            fields,
+            choice,
+            settings=self.settings,
+            metrics=self.metrics,
+            link_up=self.upstream.healthy,
         )
-        if request.transport is not None:
-            # A client that stopped reading blocks the writer; cut it off.
-            watcher.on_overflow = request.transport.abort
-        initial: list[bytes] = []
-        expired: StatusError | None = None
-        legacy_initial = opts.send_initial_events is None and rv_param in ("", "0")
-        if opts.send_initial_events or legacy_initial:
-            initial = [
-                b'{"type":"ADDED","object":'
-                + with_type_meta(r.raw, rt.kind, rt.api_version)
-                + b"}\n"
-                for r in store.objects.values()
-                if watcher.matches(r)
-            ]
-            if opts.send_initial_events and opts.allow_watch_bookmarks:
-                initial.append(
-                    bookmark(rt.kind, rt.api_version, str(max(store.rv, min_rv)), initial_end=True)
-                )
-            watcher.min_rv = max(watcher.min_rv, store.rv)
-        elif rv_param in ("", "0"):
-            # sendInitialEvents=false: only changes from now on (KEP-3157).
-            watcher.min_rv = max(watcher.min_rv, store.rv)
-        else:
-            try:
-                initial = [f for e in store.events_after(min_rv) if (f := watcher.frame_for(e))]
-            except TooOld as too_old:
-                expired = status.expired(str(too_old))
-        if expired is None:
-            store.watchers.add(watcher)
-        self.metrics.watchers.inc()
-        try:
-            resp = web.StreamResponse(status=200, headers={"Content-Type": JSON})
-            resp.enable_chunked_encoding()
-            await resp.prepare(request)
-            include = (
-                include_object_option(request.query.get("includeObject"))
-                if choice.form == "table"
-                else "Metadata"
-            )
-            convert = WatchFrameConverter(rt, choice, include)
-            if expired is not None:
-                await resp.write(expired.watch_event())
-                await resp.write_eof()
-                return resp
-            timeout = float(opts.timeout_seconds or 0)
-            if timeout <= 0:
-                timeout = self.settings.min_request_timeout * (1 + random.random())
-
-            def make_bookmark() -> bytes | None:
-                if store.rv < watcher.min_rv or watcher.pending:
-                    return None  # never move a client's RV backwards
-                return bookmark(rt.kind, rt.api_version, str(store.rv))
-
-            counter = self.metrics.client_bytes.labels("cache")
-
-            def on_frame(size: int) -> None:
-                counter.inc(size)
-                store.bytes_served += size
-
-            await stream_watch(
-                request,
-                resp,
-                watcher,
-                initial,
-                duration=timeout,
-                bookmark=make_bookmark if opts.allow_watch_bookmarks else None,
-                bookmark_interval=self.settings.bookmark_interval,
-                convert=convert,
-                on_frame=on_frame,
-            )
-            return resp
-        finally:
-            self.metrics.watchers.dec()
-            watcher.close("stream ended")
-            store.watchers.discard(watcher)
-
-
-class _RecentWrites:
-    """Writes made through the proxy, for read-your-writes on cached reads.
-
-    A cached read waits only for writes its scope can see: the written object
-    matches the scope's selectors, or the scope holds it now (the write may
-    move it out). Entries expire after `ttl` seconds: by then the reflector
-    has applied them or the read has stopped waiting anyway.
-    """
-
-    def __init__(self, ttl: float = 30.0, limit: int = 10_000) -> None:
-        self.ttl = ttl
-        self.limit = limit
-        self._writes: dict[tuple[str, str, str, str], tuple[int, ObjectRecord, float]] = {}
-
-    def add(self, rt: ResourceType, record: ObjectRecord) -> None:
-        now = time.monotonic()
-        if len(self._writes) >= self.limit:
-            self._writes = {k: v for k, v in self._writes.items() if now - v[2] < self.ttl}
-        key = (rt.group, rt.version, rt.resource, record.key)
-        old = self._writes.get(key)
-        if old is None or old[0] < record.rv:
-            self._writes[key] = (record.rv, record, now)
-
-    def pending_for(self, rt: ResourceType, store: ScopeStore) -> int:
-        """The newest RV among recent writes `store` would see, 0 if none."""
-        if not self._writes:
-            return 0
-        now = time.monotonic()
-        scope = store.scope
-        gvr = (rt.group, rt.version, rt.resource)
-        labels = fields = None
-        want = 0
-        for (group, version, resource, key), (rv, record, at) in list(self._writes.items()):
-            if now - at >= self.ttl:
-                del self._writes[(group, version, resource, key)]
-                continue
-            if (group, version, resource) != gvr or rv <= store.rv or rv <= want:
-                continue
-            if scope.namespace and record.namespace != scope.namespace:
-                continue
-            if key not in store.objects:
-                if labels is None or fields is None:
-                    labels, fields = scope.labels(), scope.fields()
-                if not (labels.matches(record.labels) and fields.matches(record.fields)):
-                    continue
-            want = rv
-        return want
 
 
 def _discard(task: asyncio.Future[aiohttp.ClientResponse]) -> None:

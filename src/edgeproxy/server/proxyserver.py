@@ -24,7 +24,8 @@ from edgeproxy.errors import ConfigError, StorageError
 from edgeproxy.filters.dropprefix import DropNamePrefix, keep_all
 from edgeproxy.kube.resources import ResourceRegistry
 from edgeproxy.metrics import Metrics
-from edgeproxy.proxy.router import ProxyRouter, ProxySettings
+from edgeproxy.proxy.router import ProxyRouter
+from edgeproxy.proxy.settings import ProxySettings
 from edgeproxy.server.admin import admin_app
 from edgeproxy.storage.journal import Journal
 from edgeproxy.upstream import credentials

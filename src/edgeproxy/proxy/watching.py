@@ -1,0 +1,142 @@
+"""Serving one client watch from a scope's store.
+
+The watch starts where the client asked (sec. 3.2): the current state as
+synthetic ADDED events (RV unset or 0, or watch-list with its end
+bookmark), only what follows (sendInitialEvents=false), or the history after
+the client's RV (a 410 ERROR event in a 200 stream when that is older than the
+kept history). Then the watcher is registered, with no await in between, and
+the stream carries every later event, bookmarks that never move the client's
+RV backwards, and ends at the deadline or when the client stops reading.
+"""
+
+from __future__ import annotations
+
+import random
+
+from aiohttp import web
+
+from edgeproxy.cache.broadcast import Watcher
+from edgeproxy.cache.store import ScopeStore, TooOld
+from edgeproxy.cache.streaming import stream_watch
+from edgeproxy.kube import status
+from edgeproxy.kube.fields import FieldSelector
+from edgeproxy.kube.labels import LabelSelector
+from edgeproxy.kube.negotiation import MediaChoice
+from edgeproxy.kube.objects import with_type_meta
+from edgeproxy.kube.request import ListOptions
+from edgeproxy.kube.status import StatusError
+from edgeproxy.kube.table import include_object_option
+from edgeproxy.kube.watchrender import WatchFrameConverter
+from edgeproxy.kube.wire import bookmark
+from edgeproxy.metrics import Metrics
+from edgeproxy.proxy.settings import ProxySettings
+
+JSON = "application/json"
+
+
+async def serve_watch(
+    request: web.Request,
+    store: ScopeStore,
+    opts: ListOptions,
+    request_namespace: str,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    choice: MediaChoice,
+    *,
+    settings: ProxySettings,
+    metrics: Metrics,
+    link_up: bool,
+) -> web.StreamResponse:
+    rt = store.rt
+    store.touch()
+    namespace = request_namespace if rt.namespaced else ""
+    rv_param = opts.resource_version or ""
+    min_rv = 0
+    if rv_param not in ("", "0"):
+        try:
+            min_rv = int(rv_param)
+        except ValueError:
+            raise status.bad_request(f"invalid resource version: {rv_param!r}") from None
+    if opts.send_initial_events and min_rv > store.rv:
+        # Initial events "not older than N" need every change up to N applied:
+        # the ones in between would be skipped as already known (sec. 3.8, 2.1).
+        if link_up:
+            await store.wait_for_rv(min_rv, settings.rv_wait)
+        if store.rv < min_rv:
+            raise status.too_large_resource_version(min_rv, store.rv)
+    watcher = Watcher(
+        store.types, namespace, labels, fields, settings.watcher_buffer, min_rv=min_rv
+    )
+    if request.transport is not None:
+        # A client that stopped reading blocks the writer; cut it off.
+        watcher.on_overflow = request.transport.abort
+    initial: list[bytes] = []
+    expired: StatusError | None = None
+    legacy_initial = opts.send_initial_events is None and rv_param in ("", "0")
+    if opts.send_initial_events or legacy_initial:
+        initial = [
+            b'{"type":"ADDED","object":' + with_type_meta(r.raw, rt.kind, rt.api_version) + b"}\n"
+            for r in store.objects.values()
+            if watcher.matches(r)
+        ]
+        if opts.send_initial_events and opts.allow_watch_bookmarks:
+            initial.append(
+                bookmark(rt.kind, rt.api_version, str(max(store.rv, min_rv)), initial_end=True)
+            )
+        watcher.min_rv = max(watcher.min_rv, store.rv)
+    elif rv_param in ("", "0"):
+        # sendInitialEvents=false: only changes from now on (KEP-3157).
+        watcher.min_rv = max(watcher.min_rv, store.rv)
+    else:
+        try:
+            initial = [f for e in store.events_after(min_rv) if (f := watcher.frame_for(e))]
+        except TooOld as too_old:
+            expired = status.expired(str(too_old))
+    if expired is None:
+        store.watchers.add(watcher)
+    metrics.watchers.inc()
+    try:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": JSON})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        include = (
+            include_object_option(request.query.get("includeObject"))
+            if choice.form == "table"
+            else "Metadata"
+        )
+        convert = WatchFrameConverter(rt, choice, include)
+        if expired is not None:
+            await resp.write(expired.watch_event())
+            await resp.write_eof()
+            return resp
+        timeout = float(opts.timeout_seconds or 0)
+        if timeout <= 0:
+            timeout = settings.min_request_timeout * (1 + random.random())
+
+        def make_bookmark() -> bytes | None:
+            if store.rv < watcher.min_rv or watcher.pending:
+                return None  # never move a client's RV backwards
+            return bookmark(rt.kind, rt.api_version, str(store.rv))
+
+        counter = metrics.client_bytes.labels("cache")
+
+        def on_frame(size: int) -> None:
+            counter.inc(size)
+            store.bytes_served += size
+
+        await stream_watch(
+            request,
+            resp,
+            watcher,
+            initial,
+            duration=timeout,
+            bookmark=make_bookmark if opts.allow_watch_bookmarks else None,
+            bookmark_interval=settings.bookmark_interval,
+            convert=convert,
+            on_frame=on_frame,
+        )
+        return resp
+    finally:
+        metrics.watchers.dec()
+        watcher.close("stream ended")
+        store.watchers.discard(watcher)
