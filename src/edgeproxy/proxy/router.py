@@ -16,7 +16,6 @@ The decisions follow ARCHITECTURE.md sec. 3:
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 import time
 from collections.abc import Mapping
@@ -35,22 +34,17 @@ from edgeproxy.cache.listing import (
     records_of,
 )
 from edgeproxy.cache.manager import CacheManager
-from edgeproxy.cache.memo import BodyMemo
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore
 from edgeproxy.errors import UpstreamUnreachable
 from edgeproxy.kube import status
-from edgeproxy.kube.continuetoken import decode_continue, expired_continue
-from edgeproxy.kube.fields import FieldSelector, parse_selectors
-from edgeproxy.kube.labels import LabelSelector
+from edgeproxy.kube.fields import parse_selectors
 from edgeproxy.kube.negotiation import MediaChoice, negotiate
 from edgeproxy.kube.objects import (
-    ObjectRecord,
     record_from_bytes,
     strip_type_meta,
     with_type_meta,
 )
-from edgeproxy.kube.paging import select_page
 from edgeproxy.kube.request import (
     ListOptions,
     RequestInfo,
@@ -63,12 +57,12 @@ from edgeproxy.kube.status import StatusError
 from edgeproxy.kube.table import (
     include_object_option,
     partial_object_metadata,
-    partial_object_metadata_list,
     table,
 )
 from edgeproxy.kube.wire import list_body
 from edgeproxy.metrics import Metrics
 from edgeproxy.proxy import forward, upgrade
+from edgeproxy.proxy.local import LocalLists, respond
 from edgeproxy.proxy.recentwrites import RecentWrites
 from edgeproxy.proxy.settings import ProxySettings
 from edgeproxy.proxy.watching import serve_watch
@@ -77,8 +71,6 @@ from edgeproxy.upstream.pool import Upstream
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-_GZIP_MAGIC = b"\x1f\x8b"
-GZIP_MIN = 128 * 1024  # kube-apiserver gzips bodies above 128 KiB (sec. 7)
 
 
 class _Fallback(Exception):
@@ -113,7 +105,7 @@ class ProxyRouter:
         self.keep = keep
         self.metrics = metrics
         self.settings = settings or ProxySettings()
-        self.memo = BodyMemo()
+        self.local = LocalLists(metrics)
         # Read-your-writes: the newest RV a write through the proxy returned, per
         # (group, version, resource, namespace): a namespaced scope never sees the
         # events of other namespaces, so it must not wait for their writes.
@@ -417,12 +409,7 @@ class ProxyRouter:
     def _send(
         self, request: web.Request, body: bytes, content_type: str, served: str
     ) -> web.StreamResponse:
-        headers = {"Content-Type": content_type}
-        if len(body) > GZIP_MIN and "gzip" in request.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        self.metrics.client_bytes.labels(served).inc(len(body))
-        return web.Response(body=body, headers=headers)
+        return respond(request, body, self.metrics, served, content_type)
 
     # -- list --------------------------------------------------------------------------
 
@@ -447,7 +434,7 @@ class ProxyRouter:
         ):
             self.cache.reflector_for(store)
             await self._read_your_writes(rt, store)
-            return self._local_list(
+            return self.local.serve(
                 request, info, store, opts, labels, fields, choice, semantics
             ), "cache"
         if self.upstream.healthy:
@@ -459,8 +446,8 @@ class ProxyRouter:
                 pass
         if store is None:
             raise _offline(f"a list of {rt.resource}")
-        return self._local_list(
-            request, info, store, opts, labels, fields, choice, semantics
+        return self.local.serve(
+            request, info, store, opts, labels, fields, choice, semantics, "offline"
         ), "offline"
 
     def _serve_locally(
@@ -544,7 +531,7 @@ class ProxyRouter:
             if self.cache.note_list(scope):
                 self.cache.reflector_for(store)
         if choice.form != "json":
-            return self._render_list(
+            return self.local.render(
                 request,
                 rt,
                 view.metadata.resourceVersion,
@@ -566,135 +553,6 @@ class ProxyRouter:
             remaining_item_count=view.metadata.remainingItemCount,
         )
         return self._send(request, filtered, JSON, "upstream")
-
-    def _local_list(
-        self,
-        request: web.Request,
-        info: RequestInfo,
-        store: ScopeStore,
-        opts: ListOptions,
-        labels: LabelSelector,
-        fields: FieldSelector,
-        choice: MediaChoice,
-        semantics: str,
-    ) -> web.StreamResponse:
-        store.touch()
-        rt = store.rt
-        namespace = info.namespace if rt.namespaced else ""
-        prefix = namespace + "/" if namespace else ""
-        start = ""
-        if opts.continue_token:
-            token_rv, start_key = decode_continue(opts.continue_token)
-            if token_rv != store.rv and token_rv >= 0:
-                raise expired_continue(start_key)
-            start = prefix + start_key
-        elif semantics == "exact":
-            wanted = int(opts.resource_version or "0")
-            if wanted < store.rv:
-                raise status.expired("The resourceVersion for the provided list is too old.")
-            if wanted > store.rv:
-                raise status.too_large_resource_version(wanted, store.rv)
-        limit = 0 if semantics == "any" else opts.limit
-
-        def matches(record: ObjectRecord) -> bool:
-            if namespace and record.namespace != namespace:
-                return False
-            return labels.matches(record.labels) and fields.matches(record.fields)
-
-        gzip_ok = "gzip" in request.headers.get("Accept-Encoding", "")
-        include = request.query.get("includeObject", "")
-        memo_key = (
-            store.scope,
-            store.rv,
-            store.version,
-            namespace,
-            str(labels),
-            str(fields),
-            limit,
-            start,
-            choice.form,
-            choice.meta_api_version,
-            include,
-            gzip_ok,
-        )
-        body = self.memo.get(memo_key)
-        if body is None:
-            page = select_page(
-                store.keys_from(start, prefix),
-                store.objects,
-                matches,
-                limit=limit,
-                snapshot_rv=store.rv,
-                prefix=prefix,
-                count_remaining=labels.empty and fields.empty,
-            )
-            rv = str(store.rv)
-            if choice.form == "json":
-                body = list_body(
-                    rt.list_kind,
-                    rt.api_version,
-                    rv,
-                    (r.raw for r in page.items),
-                    continue_token=page.continue_token,
-                    remaining_item_count=page.remaining,
-                )
-            else:
-                body = self._render_list_body(
-                    rt, rv, page.continue_token, page.items, choice, include
-                )
-            if gzip_ok and len(body) > GZIP_MIN:
-                body = gzip.compress(body, compresslevel=1)
-            self.memo.put(memo_key, body)
-        headers = {"Content-Type": JSON}
-        if body.startswith(_GZIP_MAGIC):
-            headers["Content-Encoding"] = "gzip"
-        self.metrics.client_bytes.labels("cache").inc(len(body))
-        store.bytes_served += len(body)
-        return web.Response(body=body, headers=headers)
-
-    def _render_list(
-        self,
-        request: web.Request,
-        rt: ResourceType,
-        rv: str,
-        token: str,
-        items: list[ObjectRecord],
-        choice: MediaChoice,
-        served: str,
-    ) -> web.StreamResponse:
-        include = request.query.get("includeObject", "")
-        body = self._render_list_body(rt, rv, token, items, choice, include)
-        return self._send(request, body, JSON, served)
-
-    @staticmethod
-    def _render_list_body(
-        rt: ResourceType,
-        rv: str,
-        token: str,
-        items: list[ObjectRecord],
-        choice: MediaChoice,
-        include: str,
-    ) -> bytes:
-        """A list as a Table or PartialObjectMetadataList, rendered here."""
-        list_meta: dict[str, Any] = {"resourceVersion": rv}
-        if token:
-            list_meta["continue"] = token
-        objs = [msgspec.json.decode(with_type_meta(r.raw, rt.kind, rt.api_version)) for r in items]
-        if choice.form == "table":
-            doc = table(
-                rt,
-                objs,
-                list_meta=list_meta,
-                api_version=choice.meta_api_version,
-                include_object=include_object_option(include),
-            )
-        elif choice.form == "partial":
-            doc = partial_object_metadata_list(objs, list_meta, choice.meta_api_version)
-        else:
-            raise status.not_acceptable(
-                "edge-proxy serves cached lists as JSON, Table or PartialObjectMetadataList"
-            )
-        return msgspec.json.encode(doc)
 
     # -- watch -------------------------------------------------------------------------
 
