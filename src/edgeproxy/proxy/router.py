@@ -440,7 +440,7 @@ class ProxyRouter:
         if self.upstream.healthy:
             try:
                 return await self._forward_list(
-                    request, rt, scope, opts, choice, cached=store is not None
+                    request, info, rt, scope, opts, choice, cached=store is not None
                 ), "upstream"
             except (_Fallback, UpstreamUnreachable):
                 pass
@@ -470,6 +470,7 @@ class ProxyRouter:
     async def _forward_list(
         self,
         request: web.Request,
+        info: RequestInfo,
         rt: ResourceType,
         scope: Scope,
         opts: ListOptions,
@@ -498,23 +499,30 @@ class ProxyRouter:
             rv = parse_rv(view.metadata.resourceVersion)
             complete = not opts.continue_token and not view.metadata.continue_
             known = self.cache.stores.get(scope)
-            if (
-                complete
-                and known is not None
-                and known.synced
-                and known.rv == rv
-                and not self.filtering
-                and choice.form == "json"
-            ):
+            if complete and known is not None and known.synced and known.rv == rv:
                 # The store already holds exactly this state (its reflector keeps
-                # it current): relay the bytes without looking at the items.
+                # it current): no need to look at the items again.
                 known.touch()
                 if self.cache.note_list(scope):
                     self.cache.reflector_for(known)
                 known.bytes_from_upstream += len(raw_body)
-                known.bytes_served += len(raw_body)
-                self.metrics.client_bytes.labels("upstream").inc(len(raw_body))
-                return web.Response(body=raw_body, headers=_list_headers(encoding))
+                if not self.filtering and choice.form == "json":
+                    known.bytes_served += len(raw_body)
+                    self.metrics.client_bytes.labels("upstream").inc(len(raw_body))
+                    return web.Response(body=raw_body, headers=_list_headers(encoding))
+                # Filtered or rendered: the store's memoized answer is this list's.
+                labels, fields = known.scope.labels(), known.scope.fields()
+                return self.local.serve(
+                    request,
+                    info,
+                    known,
+                    opts,
+                    labels,
+                    fields,
+                    choice,
+                    list_semantics(opts),
+                    "upstream",
+                )
             records, kept, dropped = records_of(rt, view, self.keep)
         except BadUpstreamBody as exc:
             log.warning("upstream list for %s is malformed: %s", request.path, exc)
