@@ -31,8 +31,10 @@ integration: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest -q
 
+# The benchmark report (bench/README.md): JSON, Markdown and PNG charts in bench/out.
 bench: $(STAMP)
-	$(BIN)/python bench/sim_bench.py
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/edge-proxy bench --out bench/out
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

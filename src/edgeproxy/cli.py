@@ -1,6 +1,7 @@
 """Thin command-line adapter: parse flags, build settings, run one thing.
 
-Subcommands: `sim` (the Kubernetes API simulator). Bad flag values are
+Subcommands: `sim` (the Kubernetes API simulator), `serve` (the proxy) and
+`bench` (the benchmark suites against baselines, see bench/README.md). Bad flag values are
 reported as a usage error naming the flag, before anything starts.
 """
 
@@ -234,6 +235,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between watch bookmarks to clients (default 60)",
     )
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark the proxy against baselines",
+        description="Run benchmark suites against direct, nginx, strict and cache-first targets.",
+    )
+    bench.add_argument(
+        "suites",
+        nargs="*",
+        metavar="SUITE",
+        help="challenge, scale, outage, restart, bandwidth (default: all)",
+    )
+    bench.add_argument(
+        "--against",
+        default="sim",
+        metavar="sim|KUBECONFIG",
+        help="upstream: a fresh simulator (default) or the cluster of a kubeconfig",
+    )
+    bench.add_argument(
+        "--out", type=Path, default=Path("bench/out"), metavar="DIR", help="report directory"
+    )
+    bench.add_argument(
+        "--runs", type=_positive_int, default=3, metavar="N", help="runs per figure (min 3)"
+    )
+    bench.add_argument(
+        "--targets",
+        default="direct,nginx,strict,cache-first",
+        metavar="T[,T...]",
+        help="which targets to compare (default all four)",
+    )
+    bench.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     return parser
 
 
@@ -315,9 +346,21 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    from edgeproxy.bench.command import run
+
+    if args.against != "sim" and not Path(args.against).is_file():
+        print(f"edge-proxy bench: --against {args.against}: no such kubeconfig", file=sys.stderr)
+        return 2
+    targets = tuple(t for t in args.targets.split(",") if t)
+    return run(
+        args.suites, args.against, args.out, quick=args.quick, runs=args.runs, targets=targets
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    commands = {"sim": run_sim, "serve": run_serve}
+    commands = {"sim": run_sim, "serve": run_serve, "bench": run_bench}
     return commands[args.command](args)

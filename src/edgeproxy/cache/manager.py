@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +63,9 @@ class CacheManager:
         keep: ObjectFilter,
         journal: Journal | None,
         settings: CacheSettings | None = None,
+        on_upstream_bytes: Callable[[int], None] | None = None,
     ) -> None:
+        self.on_upstream_bytes = on_upstream_bytes
         self.registry = registry
         self.upstream = upstream
         self.keep = keep
@@ -171,7 +173,13 @@ class CacheManager:
     def reflector_for(self, store: ScopeStore) -> Reflector:
         reflector = self.reflectors.get(store.scope)
         if reflector is None:
-            reflector = Reflector(store, self.upstream, self.keep, self.settings.reflector)
+            reflector = Reflector(
+                store,
+                self.upstream,
+                self.keep,
+                self.settings.reflector,
+                on_bytes=self.on_upstream_bytes,
+            )
             self.reflectors[store.scope] = reflector
             reflector.start()
             log.info("started reflector for %s", store.scope.key)

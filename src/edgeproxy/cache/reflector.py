@@ -15,6 +15,7 @@ import contextlib
 import logging
 import random
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -61,8 +62,11 @@ class Reflector:
         upstream: Upstream,
         keep: ObjectFilter,
         settings: ReflectorSettings | None = None,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
+        # Every byte received from upstream is reported (the cloud-traffic metric).
+        self.on_bytes = on_bytes
         self.upstream = upstream
         self.keep = keep
         self.settings = settings or ReflectorSettings()
@@ -152,6 +156,8 @@ class Reflector:
         async with resp:
             body = await resp.read()
             self.bytes_in += len(body)
+            if self.on_bytes is not None:
+                self.on_bytes(len(body))
             self.store.bytes_from_upstream += len(body)
             if resp.status != 200:
                 raise _UpstreamStatus(resp.status, body)
@@ -184,6 +190,8 @@ class Reflector:
                 raise _UpstreamStatus(resp.status, await resp.read())
             async for chunk in resp.content.iter_any():
                 self.bytes_in += len(chunk)
+                if self.on_bytes is not None:
+                    self.on_bytes(len(chunk))
                 self.store.bytes_from_upstream += len(chunk)
                 for event in decoder.feed(chunk):
                     self._apply(event.type, event.object)

@@ -93,7 +93,14 @@ class ProxyServer:
         except StorageError as exc:
             log.error("cannot open the cache journal, running from memory only: %s", exc)
         keep = DropNamePrefix(cfg.drop_name_prefixes) if cfg.drop_name_prefixes else keep_all
-        self.cache = CacheManager(self.registry, self.upstream, keep, self.journal, CacheSettings())
+        self.cache = CacheManager(
+            self.registry,
+            self.upstream,
+            keep,
+            self.journal,
+            CacheSettings(),
+            on_upstream_bytes=self.metrics.upstream_bytes.labels("reflector").inc,
+        )
         self.cache.load()
         self.router = ProxyRouter(
             self.upstream,
