@@ -20,11 +20,12 @@ from edgeproxy.kube.continuetoken import decode_continue, expired_continue
 from edgeproxy.kube.fields import FieldSelector
 from edgeproxy.kube.labels import LabelSelector
 from edgeproxy.kube.negotiation import MediaChoice
-from edgeproxy.kube.objects import ObjectRecord, with_type_meta
+from edgeproxy.kube.objects import ObjectRecord
 from edgeproxy.kube.paging import select_page
+from edgeproxy.kube.render import render_list
 from edgeproxy.kube.request import ListOptions, RequestInfo
 from edgeproxy.kube.resources import ResourceType
-from edgeproxy.kube.table import include_object_option, partial_object_metadata_list, table
+from edgeproxy.kube.table import include_object_option
 from edgeproxy.kube.wire import list_body
 from edgeproxy.metrics import Metrics
 
@@ -161,18 +162,10 @@ class LocalLists:
         list_meta: dict[str, Any] = {"resourceVersion": rv}
         if token:
             list_meta["continue"] = token
-        objs = [msgspec.json.decode(with_type_meta(r.raw, rt.kind, rt.api_version)) for r in items]
-        if choice.form == "table":
-            doc = table(
-                rt,
-                objs,
-                list_meta=list_meta,
-                api_version=choice.meta_api_version,
-                include_object=include_object_option(include),
-            )
-        elif choice.form == "partial":
-            doc = partial_object_metadata_list(objs, list_meta, choice.meta_api_version)
-        else:
+        doc = render_list(
+            rt, (r.raw for r in items), list_meta, choice, include_object_option(include)
+        )
+        if doc is None:
             raise status.not_acceptable(
                 "edge-proxy serves cached lists as JSON, Table or PartialObjectMetadataList"
             )

@@ -23,10 +23,10 @@ from edgeproxy.kube.fields import FieldSelector
 from edgeproxy.kube.labels import LabelSelector
 from edgeproxy.kube.negotiation import MediaChoice
 from edgeproxy.kube.objects import with_type_meta
+from edgeproxy.kube.render import WatchFrameConverter
 from edgeproxy.kube.request import ListOptions
 from edgeproxy.kube.status import StatusError
 from edgeproxy.kube.table import include_object_option
-from edgeproxy.kube.watchrender import WatchFrameConverter
 from edgeproxy.kube.wire import bookmark
 from edgeproxy.metrics import Metrics
 from edgeproxy.proxy.settings import ProxySettings

@@ -28,6 +28,7 @@ from edgeproxy.kube.labels import LabelSelector
 from edgeproxy.kube.negotiation import MediaChoice, negotiate
 from edgeproxy.kube.objects import ObjectRecord, object_key, with_type_meta
 from edgeproxy.kube.paging import select_page
+from edgeproxy.kube.render import WatchFrameConverter, render_list
 from edgeproxy.kube.request import (
     ListOptions,
     RequestInfo,
@@ -40,10 +41,8 @@ from edgeproxy.kube.status import StatusError
 from edgeproxy.kube.table import (
     include_object_option,
     partial_object_metadata,
-    partial_object_metadata_list,
     table,
 )
-from edgeproxy.kube.watchrender import WatchFrameConverter
 from edgeproxy.kube.wire import bookmark, list_body
 from edgeproxy.sim import discovery, openapi
 from edgeproxy.sim.faults import Faults
@@ -392,23 +391,18 @@ class SimApp:
             list_meta["continue"] = token
             if remaining is not None:
                 list_meta["remainingItemCount"] = remaining
-        objs = [msgspec.json.decode(with_type_meta(r.raw, rt.kind, rt.api_version)) for r in items]
-        if choice.form == "table":
-            doc = table(
-                rt,
-                objs,
-                list_meta=list_meta,
-                api_version=choice.meta_api_version,
-                include_object=_include_object(request),
-            )
-        elif choice.form == "partial":
-            doc = partial_object_metadata_list(objs, list_meta, choice.meta_api_version)
+        rendered = render_list(
+            rt, (r.raw for r in items), list_meta, choice, _include_object(request)
+        )
+        if rendered is not None:
+            doc = rendered
         else:
+            # YAML lists, like JSON ones, carry built-in items without kind/apiVersion.
             doc = {
                 "kind": rt.list_kind,
                 "apiVersion": rt.api_version,
                 "metadata": list_meta,
-                "items": objs,
+                "items": [msgspec.json.decode(r.raw) for r in items],
             }
             return web.Response(
                 body=yaml.safe_dump(doc).encode(), headers={"Content-Type": choice.content_type}

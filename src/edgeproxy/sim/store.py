@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 from edgeproxy.cache.broadcast import Event, Watcher
 from edgeproxy.cache.rvwait import RVWaiters
+from edgeproxy.cache.store import TooOld
 from edgeproxy.kube.objects import ObjectRecord, record_from_bytes
 from edgeproxy.kube.resources import ResourceRegistry, ResourceType
 from edgeproxy.kube.wire import EventType
@@ -28,15 +29,6 @@ from edgeproxy.kube.wire import EventType
 __all__ = ["Event", "ResourceStore", "Store", "TooOld", "Watcher"]
 
 log = logging.getLogger(__name__)
-
-
-class TooOld(Exception):
-    """The requested RV is older than the kept history."""
-
-    def __init__(self, requested: int, oldest: int) -> None:
-        super().__init__(f"too old resource version: {requested} ({oldest})")
-        self.requested = requested
-        self.oldest = oldest
 
 
 class ResourceStore:
