@@ -170,7 +170,12 @@ class CacheManager:
                 best = store
         return best
 
-    def reflector_for(self, store: ScopeStore) -> Reflector:
+    def reflector_for(self, store: ScopeStore, seed_rv: int | None = None) -> Reflector:
+        """The scope's running reflector, started if needed.
+
+        `seed_rv`: for a scope not synced yet, take its first list at this RV
+        (a client's watch RV), so that client misses nothing.
+        """
         reflector = self.reflectors.get(store.scope)
         if reflector is None:
             reflector = Reflector(
@@ -180,6 +185,8 @@ class CacheManager:
                 self.settings.reflector,
                 on_bytes=self.on_upstream_bytes,
             )
+            if seed_rv and not store.synced:
+                reflector.seed_rv = seed_rv
             self.reflectors[store.scope] = reflector
             reflector.start()
             log.info("started reflector for %s", store.scope.key)

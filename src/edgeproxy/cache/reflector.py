@@ -67,6 +67,8 @@ class Reflector:
         self.store = store
         # Every byte received from upstream is reported (the cloud-traffic metric).
         self.on_bytes = on_bytes
+        # The RV the scope's first list should be taken at (a client's watch RV).
+        self.seed_rv: int | None = None
         self.upstream = upstream
         self.keep = keep
         self.settings = settings or ReflectorSettings()
@@ -149,9 +151,31 @@ class Reflector:
                 backoff = min(backoff * 2, self.settings.backoff_max)
 
     async def relist(self, *, consistent: bool) -> None:
-        """List the scope and apply it; `consistent` asks for the latest state."""
+        """List the scope and apply it; `consistent` asks for the latest state.
+
+        A scope's first list may be asked for exactly at `seed_rv`, the RV a
+        client wants to watch from: the store then starts there and every
+        later change reaches that client. If upstream has compacted it (410),
+        the ordinary list follows and the client gets its 410 from the store.
+        """
+        seed, self.seed_rv = self.seed_rv, None
+        if seed is not None and not self.store.synced:
+            path = self._query(resourceVersion=str(seed), resourceVersionMatch="Exact")
+            try:
+                await self._list(path)
+                return
+            except _UpstreamStatus as exc:
+                if exc.code != 410:
+                    raise
+                log.info(
+                    "scope %s: RV %d is compacted upstream; listing the latest state",
+                    self.store.scope.key,
+                    seed,
+                )
         rv_param = "" if consistent else "0"
-        path = self._query(resourceVersion=rv_param) if rv_param else self._query()
+        await self._list(self._query(resourceVersion=rv_param) if rv_param else self._query())
+
+    async def _list(self, path: str) -> None:
         resp = await self.upstream.request("GET", path, headers={"Accept": "application/json"})
         async with resp:
             body = await resp.read()

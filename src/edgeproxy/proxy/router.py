@@ -576,8 +576,11 @@ class ProxyRouter:
                 raise _offline(f"a watch of {rt.resource}")
             store = self.cache.store_for(scope, rt)
         # Always: a reflector waits for the link by itself, and must be running
-        # when the link returns so this watch gets what it missed.
-        reflector = self.cache.reflector_for(store)
+        # when the link returns so this watch gets what it missed. A new scope
+        # starts at the client's RV, so a client that listed elsewhere misses nothing.
+        rv_text = opts.resource_version or ""
+        seed = int(rv_text) if rv_text.isdigit() and rv_text != "0" else None
+        reflector = self.cache.reflector_for(store, seed_rv=seed)
         if self.upstream.healthy:
             if not store.synced:
                 try:
