@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "suites",
         nargs="*",
         metavar="SUITE",
-        help="challenge, scale, outage, restart, bandwidth (default: all)",
+        help="challenge, scale, outage, restart, bandwidth, watchcache (default: all)",
     )
     bench.add_argument(
         "--against",

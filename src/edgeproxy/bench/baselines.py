@@ -8,6 +8,10 @@
   a temp dir; it caches nothing, so it shows what forwarding alone costs;
 - **strict** and **cache-first**: `edge-proxy serve` in each consistency mode.
 
+`open_static_nginx` is another nginx: it serves fixed files (and their
+`.gz` twins through `gzip_static`), as the fastest a cached list could be
+served (the watchcache suite).
+
 A baseline that cannot run here raises `Skip` with a message saying how to
 get it (nginx missing; nginx in front of an HTTPS cluster).
 """
@@ -22,6 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,14 +105,54 @@ http {{
 """
 
 
-class Nginx:
-    """nginx in the foreground as a reverse proxy to `upstream_hostport`."""
+STATIC_CONF = """\
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/json;
+    client_body_temp_path {d}/tmp-body;
+    proxy_temp_path {d}/tmp-proxy;
+    fastcgi_temp_path {d}/tmp-fastcgi;
+    uwsgi_temp_path {d}/tmp-uwsgi;
+    scgi_temp_path {d}/tmp-scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {d}/www;
+        gzip_static on;
+        location / {{ }}
+    }}
+}}
+"""
 
-    def __init__(self, upstream_hostport: str) -> None:
+
+class Nginx:
+    """nginx in the foreground: a reverse proxy to `upstream_hostport`, or static `files`."""
+
+    def __init__(
+        self, upstream_hostport: str = "", *, files: Mapping[str, bytes] | None = None
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="edge-proxy-bench-nginx-"))
         self.port = free_port()
         conf = self.dir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(d=self.dir, port=self.port, upstream=upstream_hostport))
+        probe = "/version"
+        if files:
+            # The worker runs as nobody when the master is root: mkdtemp's 0700 would be a 403.
+            self.dir.chmod(0o755)
+            (self.dir / "www").mkdir()
+            for name, data in files.items():
+                (self.dir / "www" / name).write_bytes(data)
+            conf.write_text(STATIC_CONF.format(d=self.dir, port=self.port))
+            probe = "/" + next(iter(files))
+        else:
+            conf.write_text(
+                NGINX_CONF.format(d=self.dir, port=self.port, upstream=upstream_hostport)
+            )
         self._log = (self.dir / "stderr.log").open("wb")
         args = ["nginx", "-e", str(self.dir / "error.log"), "-p", str(self.dir), "-c", str(conf)]
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
@@ -118,7 +163,7 @@ class Nginx:
                 self.stop()
                 raise Skip(f"nginx exited at start: {(self.dir / 'error.log').read_text()[-500:]}")
             try:
-                with urllib.request.urlopen(self.url + "/version", timeout=1):
+                with urllib.request.urlopen(self.url + probe, timeout=1):
                     return
             except urllib.error.HTTPError:
                 return  # nginx answered (the upstream's status is not ours to judge)
@@ -198,3 +243,11 @@ def open_target(
         assert proxy.proc is not None
         return Target(name, proxy.url, upstream, ProcGroup(proxy.proc.pid), proxy=proxy)
     raise ValueError(f"unknown target {name!r}; expected one of {', '.join(TARGETS)}")
+
+
+def open_static_nginx(upstream: Upstream, files: Mapping[str, bytes]) -> Target:
+    """nginx serving `files` (name -> bytes; `x.gz` beside `x` for gzip) as the `nginx` target."""
+    if shutil.which("nginx") is None:
+        raise Skip(f"nginx is not installed; install it with `{INSTALL_NGINX}`")
+    nginx = Nginx(files=files)
+    return Target("nginx", nginx.url, upstream, ProcGroup(nginx.proc.pid, True), nginx=nginx)

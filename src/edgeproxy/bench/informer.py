@@ -27,9 +27,14 @@ from edgeproxy.bench.kubeclient import Api, BenchError, Meta
 RETRY_DELAY = 0.2
 
 
+class _Data(msgspec.Struct):
+    t: str = ""  # a writer's monotonic ns, embedded in a ConfigMap (watchcache)
+
+
 class _Obj(msgspec.Struct):
     metadata: Meta = msgspec.field(default_factory=Meta)
     code: int = 0  # a Status in an ERROR frame
+    data: _Data = msgspec.field(default_factory=_Data)
 
 
 class _Frame(msgspec.Struct):
@@ -53,6 +58,11 @@ class Informer:
     view: dict[str, dict[str, str]] = field(default_factory=dict)
     # resourceVersion -> monotonic ns it was read (object events only).
     arrivals: dict[int, int] = field(default_factory=dict)
+    # resourceVersion -> the monotonic ns embedded in the object's `data.t`, if any.
+    stamps: dict[int, int] = field(default_factory=dict)
+    # Object events whose resourceVersion was not above the previous one's.
+    out_of_order: int = 0
+    _last_rv: int = 0
     bytes_read: int = 0
     lists: int = 0
     relists: int = 0
@@ -149,7 +159,12 @@ class Informer:
             self.resource_version = meta.resourceVersion
         if frame.type == "BOOKMARK":
             return False
-        self.arrivals[int(meta.resourceVersion)] = at
+        rv = int(meta.resourceVersion)
+        self.out_of_order += rv <= self._last_rv
+        self._last_rv = max(rv, self._last_rv)
+        self.arrivals[rv] = at
+        if frame.object.data.t:
+            self.stamps[rv] = int(frame.object.data.t)
         if frame.type == "DELETED":
             self.view.pop(meta.name, None)
         else:

@@ -43,6 +43,9 @@ class Sizes:
     outage_seconds: float
     bandwidth_seconds: float
     churn_per_s: float
+    fanout_objects: int
+    fanout_rate: float
+    fanout_seconds: float
 
 
 FULL = Sizes(
@@ -61,6 +64,9 @@ FULL = Sizes(
     outage_seconds=3.0,
     bandwidth_seconds=6.0,
     churn_per_s=10.0,
+    fanout_objects=50,
+    fanout_rate=1_000.0,  # watchcache: writes/s straight to the sim, 100 watchers
+    fanout_seconds=10.0,
 )
 QUICK = Sizes(
     runs=MIN_RUNS,
@@ -78,6 +84,9 @@ QUICK = Sizes(
     outage_seconds=1.0,
     bandwidth_seconds=1.0,
     churn_per_s=10.0,
+    fanout_objects=10,
+    fanout_rate=200.0,
+    fanout_seconds=1.0,
 )
 
 
@@ -142,8 +151,14 @@ class Session:
         proxy_args: tuple[str, ...] = (),
         skip: dict[str, str] | None = None,
         upstream: Upstream | None = None,
+        opener: Callable[[str], Target] | None = None,
     ) -> None:
-        """For each selected target: start it, `prepare`, `runs` x `once`, aggregate, stop."""
+        """For each selected target: start it, `prepare`, `runs` x `once`, aggregate, stop.
+
+        `opener` replaces `open_target` (e.g. nginx serving a static file). A
+        suite may call this more than once per target (one measurement each):
+        the figures of the same run index are merged into one run.
+        """
         for name in targets:
             if name not in self.targets:
                 continue
@@ -152,13 +167,16 @@ class Session:
                 continue
             try:
                 # In a thread: the event loop keeps serving (the relay) meanwhile.
-                target = await asyncio.to_thread(
-                    open_target,
-                    name,
-                    upstream or self.upstream,
-                    *proxy_args,
-                    workdir=self.workdir / f"{result.name}-{name}",
-                )
+                if opener is not None:
+                    target = await asyncio.to_thread(opener, name)
+                else:
+                    target = await asyncio.to_thread(
+                        open_target,
+                        name,
+                        upstream or self.upstream,
+                        *proxy_args,
+                        workdir=self.workdir / f"{result.name}-{name}",
+                    )
             except Skip as exc:
                 result.skipped[name] = str(exc)
                 self.say(f"{result.name} / {name}: skipped: {exc}")
@@ -171,10 +189,14 @@ class Session:
                     return await once(target, i)
 
                 runs = await repeat(self.progress, f"{result.name} / {name}", self.sizes.runs, one)
-                result.runs[name] = runs
-                for run in runs:
+                merged = result.runs.setdefault(name, [])
+                for k, run in enumerate(runs):
+                    if k < len(merged):
+                        merged[k].update(run)
+                    else:
+                        merged.append(run)
                     result.figures += [f for f in run if f not in result.figures]
-                result.targets[name] = dict(aggregate(runs))
+                result.targets.setdefault(name, {}).update(aggregate(runs))
             except (BenchError, OSError, RuntimeError) as exc:
                 result.failures.append(f"{name}: {exc}")
                 self.say(f"{result.name} / {name}: FAILED: {exc}")
