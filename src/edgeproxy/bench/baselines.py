@@ -32,7 +32,7 @@ from pathlib import Path
 
 from edgeproxy.bench.kubeclient import Api, BenchError
 from edgeproxy.bench.procstat import ProcGroup
-from edgeproxy.testing import ProxyProcess, SimProcess, free_port
+from edgeproxy.testing import ProxyProcess, SimProcess, free_port, stop_process
 
 TARGETS = ("direct", "nginx", "strict", "cache-first")
 PROXIES = ("strict", "cache-first")
@@ -173,13 +173,7 @@ class Nginx:
         raise Skip("nginx did not start within 10 s")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -52,7 +52,7 @@ def unescape_value(raw: str) -> str:
     return "".join(out)
 
 
-def _split_terms(text: str) -> list[str]:
+def split_terms(text: str) -> list[str]:
     """Split on commas that are not backslash-escaped; escapes stay in the terms."""
     if not text:
         return []
@@ -118,7 +118,7 @@ class FieldSelector:
     def parse(cls, text: str) -> FieldSelector:
         """fields.ParseSelector; raises SelectorError with the apiserver's message."""
         terms: list[Term] = []
-        for part in sorted(_split_terms(text)):
+        for part in sorted(split_terms(text)):
             if not part:
                 continue
             split = _split_term(part)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from edgeproxy.kube.fields import split_terms
 from edgeproxy.kube.status import StatusError, bad_request, invalid
 
 Verb = Literal[
@@ -320,29 +321,12 @@ def _parse_int64(value: str | None) -> int | None:
 
 def _with_name(field_selector: str, name: str) -> str:
     """Fold a path name into the field selector as ListResource does."""
-    terms = _split_terms(field_selector)
+    terms = [t for t in split_terms(field_selector) if t]
     if not terms:
         return "metadata.name=" + _escape_value(name)
     if _exact_name(terms) != name:
         raise bad_request("fieldSelector metadata.name doesn't match requested name")
     return field_selector
-
-
-def _split_terms(selector: str) -> list[str]:
-    """The non-empty terms of a field selector, split at unescaped commas."""
-    terms: list[str] = []
-    start = 0
-    escaped = False
-    for i, ch in enumerate(selector):
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ",":
-            terms.append(selector[start:i])
-            start = i + 1
-    terms.append(selector[start:])
-    return [t for t in terms if t]
 
 
 def _exact_name(terms: list[str]) -> str | None:
