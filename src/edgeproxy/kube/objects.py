@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 import sys
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from itertools import chain
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -94,24 +96,35 @@ def _field_index(rt: ResourceType) -> dict[str, int]:
 
 
 class FieldValues(Mapping[str, str]):
-    """An object's field-selector values: a tuple against a key index its kind shares.
+    """An object's field-selector values, read like a read-only dict.
 
     A pod has a dozen selectable fields; as a dict of fresh strings that was
-    more memory than the pod's JSON. Reads like a read-only dict.
+    more memory than the pod's JSON. Here the key index is its kind's, and the
+    values other than name and namespace are one tuple that objects with the
+    same values share (`_SharedTuples`).
     """
 
-    __slots__ = ("_index", "_values")
+    __slots__ = ("_extra", "_index", "_name", "_namespace")
 
-    def __init__(self, index: Mapping[str, int], values: tuple[str, ...]) -> None:
-        self._index = index
-        self._values = values
+    def __init__(
+        self, index: Mapping[str, int], name: str, namespace: str, extra: tuple[str, ...]
+    ) -> None:
+        self._index = index  # field -> 0 (name), 1 (namespace), 2 + position in `extra`
+        self._name = name
+        self._namespace = namespace
+        self._extra = extra
+
+    def _at(self, i: int) -> str:
+        if i >= 2:
+            return self._extra[i - 2]
+        return self._name if i == 0 else self._namespace
 
     def __getitem__(self, key: str) -> str:
-        return self._values[self._index[key]]
+        return self._at(self._index[key])
 
     def get(self, key: str, default: Any = None) -> Any:
         i = self._index.get(key)
-        return default if i is None else self._values[i]
+        return default if i is None else self._at(i)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._index)
@@ -121,6 +134,69 @@ class FieldValues(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"FieldValues({dict(self.items())!r})"
+
+
+class _SharedTuples:
+    """One copy of each recent tuple of field values (a bounded `sys.intern` for tuples).
+
+    Across a kind the values besides name and namespace mostly repeat (a
+    node's pods share nodeName, phase, schedulerName...): 10,000 pods hold a
+    few hundred tuples instead of 10,000. Tuples cannot be weakly referenced,
+    so the table is simply emptied when full; sharing then starts over.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def share(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        found = self._seen.get(values)
+        if found is not None:
+            return found
+        if len(self._seen) >= self.limit:
+            self._seen.clear()
+        self._seen[values] = values
+        return values
+
+
+class Labels(dict[str, str]):
+    """A label set that every object carrying exactly it shares, hence read-only.
+
+    Pods of one Deployment carry identical labels; a dict per object was
+    ~180 bytes, more than the labels' share of the object's JSON. Mutators
+    raise; `_SharedLabels` hands out one instance per distinct set.
+    """
+
+    __slots__ = ("__weakref__",)
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("an object's labels are shared and read-only")
+
+    __setitem__ = __delitem__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
+
+
+class _SharedLabels:
+    """One `Labels` per distinct label set among live objects (weakly held)."""
+
+    def __init__(self) -> None:
+        # Keyed by the flat (k1, v1, k2, v2, ...) tuple: a tuple of pairs costs 3x more.
+        self._sets: weakref.WeakValueDictionary[tuple[str, ...], Labels] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def share(self, labels: dict[str, str]) -> Mapping[str, str]:
+        if not labels:
+            return NO_LABELS
+        # kube-apiserver encodes map keys sorted, so equal sets give equal tuples;
+        # another order only costs a second copy.
+        key = tuple(chain.from_iterable(labels.items()))
+        found = self._sets.get(key)
+        if found is None:
+            found = Labels({_share(k): _share(v) for k, v in labels.items()})
+            self._sets[tuple(chain.from_iterable(found.items()))] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +216,17 @@ class ObjectRecord:
     raw: bytes
 
 
-_NO_LABELS: Mapping[str, str] = {}
+NO_LABELS: Mapping[str, str] = Labels()
 
 
 def _share(text: str) -> str:
     return sys.intern(text) if len(text) <= 64 else text
+
+
+# Sharing tables for record_from_bytes (the proxy and the simulator each run one loop).
+_LABEL_SETS = _SharedLabels()
+# A few thousand distinct tuples covers a large cluster's nodes x phases x service accounts.
+_FIELD_TUPLES = _SharedTuples(limit=4096)
 
 
 def object_key(namespace: str, name: str) -> str:
@@ -159,25 +241,20 @@ def record_from_bytes(rt: ResourceType, raw: bytes) -> ObjectRecord:
     """
     view = _decoder(rt).decode(raw)
     meta: MetaView = view.metadata
-    values = [meta.name, sys.intern(meta.namespace)]
-    for path in rt.extra_fields.values():
-        value = _render(path, _lookup(view, path))
-        # Most values repeat across objects ("", "false", "Running", node names).
-        values.append(_share(value))
-    fields = FieldValues(_field_index(rt), tuple(values))
+    namespace = sys.intern(meta.namespace)
+    # Most values repeat across objects ("", "false", "Running", node names).
+    extra = tuple(_share(_render(path, _lookup(view, path))) for path in rt.extra_fields.values())
+    fields = FieldValues(_field_index(rt), meta.name, namespace, _FIELD_TUPLES.share(extra))
     try:
         rv = int(meta.resourceVersion) if meta.resourceVersion else 0
     except ValueError:
         rv = 0
-    namespace = sys.intern(meta.namespace)
-    # Label keys and values repeat across objects: share one copy of each.
-    labels = {_share(k): _share(v) for k, v in meta.labels.items()} if meta.labels else _NO_LABELS
     return ObjectRecord(
         key=object_key(namespace, meta.name),
         namespace=namespace,
         name=meta.name,
         rv=rv,
-        labels=labels,
+        labels=_LABEL_SETS.share(meta.labels),
         fields=fields,
         raw=raw,
     )

@@ -51,6 +51,11 @@ SCHEMA_VERSION = 1
 # Wake the writer before the interval once this many object writes are queued:
 # bounds one transaction's size (and its stall of readers of the file) to a few MB.
 _BATCH_WEIGHT = 5_000
+# SQLite's page cache, in KiB (`PRAGMA cache_size` = -KiB). Its 2 MiB default
+# stays resident after the first big commit (+2 MB RSS with 10,000 Pods cached).
+# Reads are full scans at startup and writes append to the WAL, so a small cache
+# costs nothing measurable (10,000-row commit: 62 vs 66 ms).
+_PAGE_CACHE_KIB = 256
 # After a failed commit wait this long (doubling, capped) before retrying so a
 # full disk does not spin a core; a flush() retries at once.
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
@@ -205,6 +210,7 @@ class Journal:
             if mode != "wal":
                 raise sqlite3.DatabaseError(f"journal_mode is {mode!r}")
             conn.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode: see module docstring
+            conn.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {check}")
