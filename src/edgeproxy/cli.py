@@ -191,13 +191,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the durable cache lives (default ~/.cache/edge-proxy)",
     )
     serve.add_argument(
-        "--node-name", metavar="NAME", help="this node's name (for node-scoped filters)"
+        "--node-name",
+        metavar="NAME",
+        help="this node's name, for filters that read the local Node (default: host name)",
     )
     serve.add_argument(
         "--drop-name-prefix",
         action="append",
         metavar="PREFIX",
         help="hide objects whose name starts with PREFIX (repeatable)",
+    )
+    serve.add_argument(
+        "--filters",
+        metavar="NAME[,NAME...]",
+        help="edge filters, in order (replaces the config file's list): servicetopology, "
+        "masterservice, discardcloudservice, nodeportisolation, inclusterconfig, "
+        "forwardkubesvctraffic, drop-by-name-prefix (default: none)",
+    )
+    serve.add_argument(
+        "--pool-label",
+        metavar="KEY",
+        help="Node label naming its pool (default apps.openyurt.io/nodepool)",
+    )
+    serve.add_argument(
+        "--master-service-addr",
+        metavar="HOST:PORT",
+        help="where pods reach this proxy as the apiserver (masterservice, forwardkubesvctraffic)",
     )
     serve.add_argument(
         "--consistency",

@@ -8,6 +8,7 @@ spell them); flags win over the file. A bad value anywhere is a
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import yaml
 
 from edgeproxy.errors import ConfigError
+from edgeproxy.filters.base import FilterSet
+from edgeproxy.filters.registry import build_filters
 
 
 def default_cache_dir() -> Path:
@@ -37,8 +40,17 @@ class ServeConfig:
     listen: str = "127.0.0.1:10261"
     admin_listen: str = "127.0.0.1:10267"
     cache_dir: Path = field(default_factory=default_cache_dir)
+    # This node's name, for filters that read the local Node (default: the
+    # host name, lower-cased, as kubelet defaults --hostname-override).
     node_name: str = ""
     drop_name_prefixes: tuple[str, ...] = ()
+    # Filter chain entries (filters/registry.py): names or {name, components, ...}.
+    filters: tuple[Any, ...] = ()
+    # The Node label naming a node's pool (OpenYurt's; SuperEdge users set theirs).
+    pool_label: str = "apps.openyurt.io/nodepool"
+    # HOST:PORT clients in pods reach this proxy's apiserver at (masterservice,
+    # forwardkubesvctraffic).
+    master_service_addr: str = ""
     # strict: resourceVersion="" lists go upstream; cache-first: served from a synced reflector.
     consistency: str = "strict"
     cache_first_resources: tuple[str, ...] = ()
@@ -68,6 +80,9 @@ _KEYS: Mapping[str, str] = {
     "cacheDir": "cache_dir",
     "nodeName": "node_name",
     "dropNamePrefix": "drop_name_prefixes",
+    "filters": "filters",
+    "poolLabel": "pool_label",
+    "masterServiceAddr": "master_service_addr",
     "consistency": "consistency",
     "cacheFirstResources": "cache_first_resources",
     "maxCacheBytes": "max_cache_bytes",
@@ -85,6 +100,12 @@ _FLAG_OF = {
 def convert(attr: str, value: Any, where: str) -> Any:
     kind = {f.name: f.type for f in fields(ServeConfig)}[attr]
     try:
+        if kind == "tuple[Any, ...]":  # filter entries: checked by filters.registry
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise ValueError("must be a list of filter names or {name: ...} mappings")
+            return tuple(value)
         if kind in ("tuple[str, ...]",):
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v]
@@ -172,3 +193,29 @@ def validate(config: ServeConfig) -> None:
         _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ConfigError(f"{flag_name(attr)}: {value!r} is not HOST:PORT")
+    if not config.pool_label:
+        raise ConfigError("--pool-label (poolLabel): must not be empty")
+    filter_set(config)  # raises ConfigError naming a bad entry
+
+
+def master_service_addr(config: ServeConfig) -> tuple[str, int] | None:
+    value = config.master_service_addr
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"--master-service-addr (masterServiceAddr): {value!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def filter_set(config: ServeConfig) -> FilterSet:
+    return build_filters(
+        config.filters,
+        master_service_addr=master_service_addr(config),
+        drop_name_prefixes=config.drop_name_prefixes,
+    )
+
+
+def node_name(config: ServeConfig) -> str:
+    return config.node_name or socket.gethostname().lower()

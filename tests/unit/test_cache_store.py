@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -22,7 +22,8 @@ from edgeproxy.cache.broadcast import Event, Watcher
 from edgeproxy.cache.listing import BadUpstreamBody, parse_list, parse_rv, records_of
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore, TooOld
-from edgeproxy.filters.dropprefix import DropNamePrefix, keep_all
+from edgeproxy.filters.base import FilterInputs
+from edgeproxy.filters.dropprefix import DropNamePrefix
 from edgeproxy.kube.continuetoken import decode_continue
 from edgeproxy.kube.fields import FieldSelector
 from edgeproxy.kube.labels import LabelSelector
@@ -458,23 +459,20 @@ def list_body(*items: ObjectRecord, rv: str = "42", kind: str = "ConfigMapList")
     )
 
 
-def test_parse_list_and_records_of_with_a_filter() -> None:
+def test_parse_list_and_records_of() -> None:
     body = list_body(record("keep", 1), record("drop-me", 2), record("other", 3))
     view = parse_list(body)
     assert view.metadata.resourceVersion == "42"
     assert view.metadata.continue_ == "tok"
     assert view.metadata.remainingItemCount == 3
-    records, raws, dropped = records_of(CONFIGMAPS, view, DropNamePrefix(["drop-"]))
-    assert list(records) == ["ns/keep", "ns/other"]
-    assert raws == [record("keep", 1).raw, record("other", 3).raw]
-    assert dropped == 1
-    records, raws, dropped = records_of(CONFIGMAPS, view, keep_all)
-    assert (len(records), len(raws), dropped) == (3, 3, 0)
+    records = records_of(CONFIGMAPS, view)
+    assert list(records) == ["ns/keep", "ns/drop-me", "ns/other"]
+    assert records["ns/other"].raw == record("other", 3).raw
 
 
 def test_parse_list_without_items() -> None:
     view = parse_list(b'{"kind":"ConfigMapList","metadata":{"resourceVersion":"5"},"items":null}')
-    assert records_of(CONFIGMAPS, view, keep_all) == ({}, [], 0)
+    assert records_of(CONFIGMAPS, view) == {}
 
 
 @pytest.mark.parametrize(
@@ -494,7 +492,7 @@ def test_parse_list_errors(body: bytes, message: str) -> None:
 def test_records_of_malformed_item() -> None:
     view = parse_list(b'{"kind":"ConfigMapList","items":[{"metadata":{"name":5}}]}')
     with pytest.raises(BadUpstreamBody, match="malformed list item"):
-        records_of(CONFIGMAPS, view, keep_all)
+        records_of(CONFIGMAPS, view)
 
 
 @pytest.mark.parametrize(("text", "rv"), [("0", 0), ("17", 17), ("123456789012", 123456789012)])
@@ -585,5 +583,5 @@ def test_select_page(
 )
 def test_drop_name_prefix(prefixes: list[str], name: str, kept: bool) -> None:
     rec = record(name, 1)
-    assert (DropNamePrefix(prefixes)(rec) is rec) is kept
-    assert keep_all(rec) is rec
+    no_inputs = cast(FilterInputs, None)  # the rule reads nothing but the name
+    assert (DropNamePrefix(prefixes).apply(rec, no_inputs) is rec) is kept

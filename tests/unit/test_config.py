@@ -243,3 +243,90 @@ def test_valid_listen_addresses(listen: str) -> None:
 
 def test_kubeconfig_alone_is_enough() -> None:
     assert build({}, {"kubeconfig": Path("/k")}).kubeconfig == Path("/k")
+
+
+# -- filters -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("filters", "extra", "message"),
+    [
+        (["servicetopolgy"], {}, "filters[0]: unknown filter 'servicetopolgy' (known: "),
+        ([{"components": ["kubelet"]}], {}, "filters[0]: unknown filter None"),
+        ([42], {}, "filters[0]: must be a filter name or a mapping with a name"),
+        (["masterservice"], {}, "filters[0] (masterservice): needs --master-service-addr"),
+        (
+            ["servicetopology", "servicetopology"],
+            {},
+            "filters[1] (servicetopology): listed twice",
+        ),
+        (
+            [{"name": "servicetopology", "verbs": ["delete"]}],
+            {},
+            "filters[0] (servicetopology): verbs: filters apply to get, list and watch",
+        ),
+        (
+            [{"name": "servicetopology", "components": "kube-proxy", "colour": "red"}],
+            {},
+            "filters[0] (servicetopology): unknown option(s) ['colour']",
+        ),
+        (
+            [{"name": "drop-by-name-prefix"}],
+            {},
+            "filters[0] (drop-by-name-prefix): prefixes: must be a list of non-empty strings",
+        ),
+        (
+            [{"name": "servicetopology", "resources": [""]}],
+            {},
+            "filters[0] (servicetopology): resources: must be a list of non-empty strings",
+        ),
+        (
+            ["forwardkubesvctraffic"],
+            {"master_service_addr": "169.254.2.1"},
+            "--master-service-addr (masterServiceAddr): '169.254.2.1' is not HOST:PORT",
+        ),
+        ([], {"pool_label": ""}, "--pool-label (poolLabel): must not be empty"),
+    ],
+)
+def test_bad_filter_config_names_the_entry(
+    filters: list[Any], extra: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        build({}, {**SERVER, "filters": tuple(filters), **extra})
+    assert message in str(err.value)
+
+
+def test_filter_chains_from_file_and_flags(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+serverAddr: [https://10.0.0.1:6443]
+masterServiceAddr: 169.254.2.1:10268
+poolLabel: superedge.io/node-unit
+filters:
+  - servicetopology
+  - name: masterservice
+    components: [kubelet, my-operator]
+  - name: drop-by-name-prefix
+    prefixes: [secret-]
+    resources: [configmaps]
+""",
+    )
+    config = build(load_file(path), {})
+    assert config.pool_label == "superedge.io/node-unit"
+    filters = cfg.filter_set(config)
+    assert [f.name for f in filters.filters] == [
+        "servicetopology",
+        "masterservice",
+        "drop-by-name-prefix",
+    ]
+    assert filters.chain_for("kube-proxy", "endpointslices", "watch").key == "servicetopology"
+    assert filters.chain_for("my-operator", "services", "list").key == "masterservice"
+    assert filters.chain_for("kubectl", "configmaps", "get").key == "drop-by-name-prefix"
+    assert not filters.chain_for("kubectl", "secrets", "get")
+    # --filters replaces the file's list; --drop-name-prefix adds the rule for everyone.
+    flags = {"filters": convert("filters", "discardcloudservice", "--filters")}
+    flags["drop_name_prefixes"] = ("tmp-",)
+    overridden = cfg.filter_set(build(load_file(path), flags))
+    assert [f.name for f in overridden.filters] == ["drop-by-name-prefix", "discardcloudservice"]
+    assert overridden.chain_for("kubectl", "pods", "list").key == "drop-by-name-prefix"

@@ -48,6 +48,8 @@ class Event:
     rv: int
     obj: ObjectRecord
     prev: ObjectRecord | None
+    # Part of a filtered view's re-filter: several events sharing one RV.
+    batch: bool = False
     _frames: dict[str, bytes] = field(default_factory=dict)
 
     def frame(self, types: TypedKind, event_type: EventType, *, from_prev: bool = False) -> bytes:
@@ -107,7 +109,7 @@ class Watcher:
 
     def frame_for(self, event: Event) -> bytes | None:
         """Apply the selector transition table (sec. 3.6) to one event."""
-        if event.rv <= self.min_rv:
+        if event.rv < self.min_rv or (event.rv == self.min_rv and not event.batch):
             return None
         if event.type == "ADDED":
             return event.frame(self.types, "ADDED") if self.matches(event.obj) else None

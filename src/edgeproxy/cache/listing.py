@@ -9,7 +9,6 @@ and for list responses the proxy forwards.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
 
 import msgspec
 
@@ -33,8 +32,6 @@ class ListView(msgspec.Struct):
 
 _list_decoder = msgspec.json.Decoder(ListView)
 
-ObjectFilter = Callable[[ObjectRecord], ObjectRecord | None]
-
 
 class BadUpstreamBody(ValueError):
     """Upstream sent a body that is not what its headers claim."""
@@ -50,26 +47,16 @@ def parse_list(body: bytes) -> ListView:
     return view
 
 
-def records_of(
-    rt: ResourceType, view: ListView, keep: ObjectFilter
-) -> tuple[dict[str, ObjectRecord], list[bytes], int]:
-    """Records of a list's items after filtering, their bytes, and how many were dropped."""
+def records_of(rt: ResourceType, view: ListView) -> dict[str, ObjectRecord]:
+    """Records of a list's items, by key, each holding its own bytes."""
     records: dict[str, ObjectRecord] = {}
-    kept_raw: list[bytes] = []
-    dropped = 0
     for item in view.items or ():
-        raw = bytes(item)
         try:
-            record = record_from_bytes(rt, raw)
+            record = record_from_bytes(rt, bytes(item))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise BadUpstreamBody(f"malformed list item: {exc}") from exc
-        kept = keep(record)
-        if kept is None:
-            dropped += 1
-            continue
-        records[kept.key] = kept
-        kept_raw.append(kept.raw)
-    return records, kept_raw, dropped
+        records[record.key] = record
+    return records
 
 
 def decompress(encoding: str, body: bytes) -> bytes:

@@ -18,7 +18,6 @@ from typing import Any
 
 import msgspec
 
-from edgeproxy.cache.listing import ObjectFilter
 from edgeproxy.cache.reflector import Reflector, ReflectorSettings
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore
@@ -60,7 +59,6 @@ class CacheManager:
         self,
         registry: ResourceRegistry,
         upstream: Upstream,
-        keep: ObjectFilter,
         journal: Journal | None,
         settings: CacheSettings | None = None,
         on_upstream_bytes: Callable[[int], None] | None = None,
@@ -68,7 +66,6 @@ class CacheManager:
         self.on_upstream_bytes = on_upstream_bytes
         self.registry = registry
         self.upstream = upstream
-        self.keep = keep
         self.journal = journal
         self.settings = settings or CacheSettings()
         self.stores: dict[Scope, ScopeStore] = {}
@@ -181,7 +178,6 @@ class CacheManager:
             reflector = Reflector(
                 store,
                 self.upstream,
-                self.keep,
                 self.settings.reflector,
                 on_bytes=self.on_upstream_bytes,
             )
@@ -274,7 +270,12 @@ class CacheManager:
             now = time.monotonic()
             for scope, reflector in list(self.reflectors.items()):
                 store = reflector.store
-                if store.watchers or now - store.last_used < self.settings.idle_seconds:
+                if (
+                    store.pinned
+                    or store.watchers
+                    or any(getattr(v, "watchers", None) for v in store.views.values())
+                    or now - store.last_used < self.settings.idle_seconds
+                ):
                     continue
                 log.info("stopping idle reflector for %s", scope.key)
                 del self.reflectors[scope]

@@ -23,7 +23,6 @@ import msgspec
 
 from edgeproxy.cache.listing import (
     BadUpstreamBody,
-    ObjectFilter,
     decompress,
     parse_list,
     parse_rv,
@@ -60,7 +59,6 @@ class Reflector:
         self,
         store: ScopeStore,
         upstream: Upstream,
-        keep: ObjectFilter,
         settings: ReflectorSettings | None = None,
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
@@ -70,7 +68,6 @@ class Reflector:
         # The RV the scope's first list should be taken at (a client's watch RV).
         self.seed_rv: int | None = None
         self.upstream = upstream
-        self.keep = keep
         self.settings = settings or ReflectorSettings()
         self.task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()
@@ -187,7 +184,7 @@ class Reflector:
                 raise _UpstreamStatus(resp.status, body)
             body = decompress(resp.headers.get("Content-Encoding", ""), body)
         view = parse_list(body)
-        records, _, _ = records_of(self.store.rt, view, self.keep)
+        records = records_of(self.store.rt, view)
         if view.items:
             self.store.typed_items = bytes(view.items[0]).startswith(b'{"kind"')
         self.store.replace(records, parse_rv(view.metadata.resourceVersion))
@@ -239,14 +236,7 @@ class Reflector:
             record = record_from_bytes(store.rt, raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise WatchStreamError(f"malformed object in watch event: {exc}") from exc
-        kept = self.keep(record)
-        if kept is None:
-            if record.key in store.objects:
-                store.apply_event("DELETED", record)
-            else:
-                store.bookmark(record.rv)
-            return
-        store.apply_event(event_type, kept)  # type: ignore[arg-type]
+        store.apply_event(event_type, record)  # type: ignore[arg-type]
 
 
 class _UpstreamStatus(Exception):

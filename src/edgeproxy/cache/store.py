@@ -15,6 +15,7 @@ import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 import msgspec
 
@@ -27,6 +28,16 @@ from edgeproxy.kube.wire import EventType
 
 # (scope, rv, upserts, deletes) — or a whole snapshot when deletes is None.
 PersistHook = Callable[["ScopeStore", int, Mapping[str, bytes], list[str] | None], None]
+
+
+class Derived(Protocol):
+    """A view computed from a store (filters/views.py): told of every change."""
+
+    def on_base_event(self, event: Event) -> None: ...
+
+    def on_base_rv(self, rv: int) -> None: ...
+
+    def rebuild(self) -> None: ...
 
 
 class TooOld(Exception):
@@ -67,6 +78,12 @@ class ScopeStore:
         # Whether upstream list items carry kind/apiVersion (custom resources).
         self.typed_items = False
         self._rv_waiters = RVWaiters()
+        # Filtered views of this store, by chain key; each follows every change.
+        self.views: dict[str, Derived] = {}
+        # Names the store among views of the same scope (memoized bodies).
+        self.view_key = ""
+        # An input of filters: its reflector runs while the proxy does.
+        self.pinned = False
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -92,6 +109,10 @@ class ScopeStore:
             raise TooOld(rv, self.compacted_rv)
         events = list(self.history)
         idx = bisect.bisect_right([e.rv for e in events], rv)
+        # A batch (a filtered view's re-filter) shares one RV: a client that
+        # resumes from it may have missed part of it, so it gets all of it again.
+        while idx > 0 and events[idx - 1].rv == rv and events[idx - 1].batch:
+            idx -= 1
         return events[idx:]
 
     # -- writes --------------------------------------------------------------
@@ -106,6 +127,8 @@ class ScopeStore:
         self.compacted_rv = rv
         self.history.clear()
         self.synced = True
+        for view in list(self.views.values()):
+            view.rebuild()
 
     def replace(self, records: Mapping[str, ObjectRecord], rv: int) -> list[Event]:
         """Apply a complete list at `rv` as the difference from the current state."""
@@ -138,7 +161,7 @@ class ScopeStore:
             at = next(free, rv)
             # A DELETED carries the deletion's RV (sec. 3.4): with the old
             # object's RV a client resuming from it would go back in time.
-            timed.append((at, "DELETED", _restamped(old, at), old))
+            timed.append((at, "DELETED", restamped(old, at), old))
         timed.sort(key=lambda e: e[0])
         events = [self._apply(t, rec, prev, at) for at, t, rec, prev in timed]
         if not events and rv == self.rv:
@@ -181,7 +204,13 @@ class ScopeStore:
         return True
 
     def _apply(
-        self, event_type: EventType, record: ObjectRecord, prev: ObjectRecord | None, rv: int
+        self,
+        event_type: EventType,
+        record: ObjectRecord,
+        prev: ObjectRecord | None,
+        rv: int,
+        *,
+        batch: bool = False,
     ) -> Event:
         key = record.key
         self.version += 1
@@ -196,7 +225,7 @@ class ScopeStore:
                 self.bytes -= len(self.objects[key].raw)
             self.objects[key] = record
             self.bytes += len(record.raw)
-        event = Event(event_type, rv, record, prev)
+        event = Event(event_type, rv, record, prev, batch=batch)
         self.history.append(event)
         while len(self.history) > self.history_limit:
             self.compacted_rv = self.history.popleft().rv
@@ -204,6 +233,8 @@ class ScopeStore:
             watcher.offer(event)
             if watcher.closed:
                 self.watchers.discard(watcher)
+        for view in list(self.views.values()):
+            view.on_base_event(event)
         return event
 
     async def wait_for_rv(self, rv: int, wait_seconds: float) -> bool:
@@ -214,6 +245,8 @@ class ScopeStore:
         self._rv_waiters.notify(self.rv)
 
     def _persist(self, upserts: Mapping[str, bytes], deletes: list[str], rv: int) -> None:
+        for view in list(self.views.values()):
+            view.on_base_rv(rv)
         self._wake_waiters()
         if self.persist is not None:
             self.persist(self, rv, upserts, deletes)
@@ -229,7 +262,7 @@ class ScopeStore:
         self.watchers.clear()
 
 
-def _restamped(record: ObjectRecord, rv: int) -> ObjectRecord:
+def restamped(record: ObjectRecord, rv: int) -> ObjectRecord:
     """`record` with metadata.resourceVersion set to `rv`."""
     obj = msgspec.json.decode(record.raw)
     obj.setdefault("metadata", {})["resourceVersion"] = str(rv)

@@ -1,34 +1,25 @@
 """The challenge's filter rule: objects whose name starts with a prefix are not shown.
 
-Applies to every resource, in lists, gets (404 as upstream would say it) and
-watches. Written as a plain keep-or-drop function over one object record so
-it moves onto the filter framework unchanged.
+Applies to every client and resource by default, in lists, gets (404 as
+upstream would say it) and watches (an object renamed into hiding cannot
+happen — names are immutable — so a hidden object is never seen at all).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edgeproxy.filters.base import Applies, FilterInputs, Need
 from edgeproxy.kube.objects import ObjectRecord
 
 
 class DropNamePrefix:
     name = "drop-by-name-prefix"
+    needs: frozenset[Need] = frozenset()
 
-    def __init__(self, prefixes: Sequence[str]) -> None:
+    def __init__(self, prefixes: Sequence[str], applies: Applies | None = None) -> None:
         self.prefixes = tuple(prefixes)
+        self.applies = applies or Applies()
 
-    def __call__(self, record: ObjectRecord) -> ObjectRecord | None:
+    def apply(self, record: ObjectRecord, inputs: FilterInputs) -> ObjectRecord | None:
         return None if record.name.startswith(self.prefixes) else record
-
-
-class KeepAll:
-    """No filtering: upstream's own renderings (Table, …) can be passed through."""
-
-    name = "keep-all"
-
-    def __call__(self, record: ObjectRecord) -> ObjectRecord | None:
-        return record
-
-
-keep_all = KeepAll()

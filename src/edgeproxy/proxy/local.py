@@ -90,6 +90,7 @@ class LocalLists:
         include = request.query.get("includeObject", "")
         memo_key = (
             store.scope,
+            store.view_key,
             store.rv,
             store.version,
             namespace,

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -27,7 +28,6 @@ from aiohttp import web
 
 from edgeproxy.cache.listing import (
     BadUpstreamBody,
-    ObjectFilter,
     decompress,
     parse_list,
     parse_rv,
@@ -37,6 +37,7 @@ from edgeproxy.cache.manager import CacheManager
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore
 from edgeproxy.errors import UpstreamUnreachable
+from edgeproxy.filters.base import Chain
 from edgeproxy.kube import status
 from edgeproxy.kube.fields import parse_selectors
 from edgeproxy.kube.negotiation import MediaChoice, negotiate
@@ -62,6 +63,7 @@ from edgeproxy.kube.table import (
 from edgeproxy.kube.wire import list_body
 from edgeproxy.metrics import Metrics
 from edgeproxy.proxy import forward, upgrade
+from edgeproxy.proxy.filtering import FilterRuntime
 from edgeproxy.proxy.local import LocalLists, respond
 from edgeproxy.proxy.recentwrites import RecentWrites
 from edgeproxy.proxy.settings import ProxySettings
@@ -96,13 +98,13 @@ class ProxyRouter:
         self,
         upstream: Upstream,
         cache: CacheManager,
-        keep: ObjectFilter,
+        filters: FilterRuntime,
         metrics: Metrics,
         settings: ProxySettings | None = None,
     ) -> None:
         self.upstream = upstream
         self.cache = cache
-        self.keep = keep
+        self.filters = filters
         self.metrics = metrics
         self.settings = settings or ProxySettings()
         self.local = LocalLists(metrics)
@@ -329,10 +331,11 @@ class ProxyRouter:
         self, request: web.Request, info: RequestInfo, rt: ResourceType
     ) -> tuple[web.StreamResponse, str]:
         choice = negotiate(request.headers.get("Accept"), target="object", rt=rt)
+        chain = await self._chain(request, info)
         cached = self.cache.find_object(rt, info.namespace, info.name)
         if self.upstream.healthy:
             try:
-                if not self._as_json(choice):
+                if not self._as_json(choice, chain):
                     headers = forward.upstream_headers(request.headers)
                     resp = await self._forward_read(request, headers, cached=cached is not None)
                     async with resp:
@@ -353,9 +356,12 @@ class ProxyRouter:
                     self.metrics.upstream_bytes.labels("get").inc(len(wire))  # as received
                     body = decompress(resp.headers.get("Content-Encoding", ""), wire)
                 record = record_from_bytes(rt, strip_type_meta(body))
-                if self.keep(record) is None:
-                    raise status.not_found(rt.resource, info.name, rt.group)
                 self.cache.remember_object(rt, record)
+                shown = self.filters.filter_one(chain, record)
+                if shown is None:
+                    raise status.not_found(rt.resource, info.name, rt.group)
+                if shown is not record:
+                    body = with_type_meta(shown.raw, rt.kind, rt.api_version)
                 return self._object_response(request, rt, body, choice, "upstream"), "upstream"
             except (_Fallback, UpstreamUnreachable):
                 pass
@@ -367,21 +373,30 @@ class ProxyRouter:
                     ) from exc
         if cached is None:
             raise _offline(f'{rt.resource} "{info.name}"')
-        raw = with_type_meta(cached.raw, rt.kind, rt.api_version)
+        shown = self.filters.filter_one(chain, cached)
+        if shown is None:
+            raise status.not_found(rt.resource, info.name, rt.group)
+        raw = with_type_meta(shown.raw, rt.kind, rt.api_version)
         return self._object_response(request, rt, raw, choice, "offline"), "offline"
 
-    def _as_json(self, choice: MediaChoice) -> bool:
+    async def _chain(self, request: web.Request, info: RequestInfo) -> Chain:
+        """The request's filter chain, its inputs synced (briefly awaited while online)."""
+        chain = self.filters.chain_for(
+            request.headers.get("User-Agent", ""), info.resource, info.verb
+        )
+        if chain:
+            wait = self.settings.sync_timeout if self.upstream.healthy else 0.0
+            await self.filters.prepare(chain, wait)
+        return chain
+
+    def _as_json(self, choice: MediaChoice, chain: Chain) -> bool:
         """Whether to ask upstream for JSON (and render the client's form here).
 
         JSON answers are cached. Table and PartialObjectMetadata are forwarded
         as upstream renders them, unless a filter is active: then the proxy
         must see the objects, so it fetches JSON and renders the form itself.
         """
-        return choice.form == "json" or (self.filtering and choice.form in ("table", "partial"))
-
-    @property
-    def filtering(self) -> bool:
-        return getattr(self.keep, "name", "") != "keep-all"
+        return choice.form == "json" or (bool(chain) and choice.form in ("table", "partial"))
 
     def _object_response(
         self, request: web.Request, rt: ResourceType, raw: bytes, choice: MediaChoice, served: str
@@ -426,28 +441,31 @@ class ProxyRouter:
         choice = negotiate(request.headers.get("Accept"), target="list", rt=rt)
         scope = Scope.of(rt, info.namespace, labels, fields)
         semantics = list_semantics(opts)
+        chain = await self._chain(request, info)
         store = self.cache.covering(scope, rt)
+        view = None if store is None else self.filters.view_for(store, chain)
         if (
             store is not None
+            and view is not None
             and self.upstream.healthy
-            and self._serve_locally(rt, store, semantics, opts)
+            and self._serve_locally(rt, view, semantics, opts)
         ):
             self.cache.reflector_for(store)
             await self._read_your_writes(rt, store)
             return self.local.serve(
-                request, info, store, opts, labels, fields, choice, semantics
+                request, info, view, opts, labels, fields, choice, semantics
             ), "cache"
         if self.upstream.healthy:
             try:
                 return await self._forward_list(
-                    request, info, rt, scope, opts, choice, cached=store is not None
+                    request, info, rt, scope, opts, choice, chain, cached=store is not None
                 ), "upstream"
             except (_Fallback, UpstreamUnreachable):
                 pass
-        if store is None:
+        if view is None:
             raise _offline(f"a list of {rt.resource}")
         return self.local.serve(
-            request, info, store, opts, labels, fields, choice, semantics, "offline"
+            request, info, view, opts, labels, fields, choice, semantics, "offline"
         ), "offline"
 
     def _serve_locally(
@@ -475,10 +493,11 @@ class ProxyRouter:
         scope: Scope,
         opts: ListOptions,
         choice: MediaChoice,
+        chain: Chain,
         *,
         cached: bool,
     ) -> web.StreamResponse:
-        if not self._as_json(choice):
+        if not self._as_json(choice, chain):
             resp = await self._forward_read(
                 request, forward.upstream_headers(request.headers), cached=cached
             )
@@ -499,14 +518,21 @@ class ProxyRouter:
             rv = parse_rv(view.metadata.resourceVersion)
             complete = not opts.continue_token and not view.metadata.continue_
             known = self.cache.stores.get(scope)
-            if complete and known is not None and known.synced and known.rv == rv:
+            exact = list_semantics(opts) == "exact"
+            if (
+                complete
+                and known is not None
+                and known.synced
+                and known.rv == rv
+                and not (chain and exact)
+            ):
                 # The store already holds exactly this state (its reflector keeps
                 # it current): no need to look at the items again.
                 known.touch()
                 if self.cache.note_list(scope):
                     self.cache.reflector_for(known)
                 known.bytes_from_upstream += len(raw_body)
-                if not self.filtering and choice.form == "json":
+                if not chain and choice.form == "json":
                     known.bytes_served += len(raw_body)
                     self.metrics.client_bytes.labels("upstream").inc(len(raw_body))
                     return web.Response(body=raw_body, headers=_list_headers(encoding))
@@ -515,7 +541,7 @@ class ProxyRouter:
                 return self.local.serve(
                     request,
                     info,
-                    known,
+                    self.filters.view_for(known, chain),
                     opts,
                     labels,
                     fields,
@@ -523,7 +549,7 @@ class ProxyRouter:
                     list_semantics(opts),
                     "upstream",
                 )
-            records, kept, dropped = records_of(rt, view, self.keep)
+            records = records_of(rt, view)
         except BadUpstreamBody as exc:
             log.warning("upstream list for %s is malformed: %s", request.path, exc)
             raise status.internal_error(
@@ -538,17 +564,31 @@ class ProxyRouter:
             store.bytes_from_upstream += len(raw_body)
             if self.cache.note_list(scope):
                 self.cache.reflector_for(store)
+            if chain and store.rv == rv and list_semantics(opts) != "exact":
+                # The filtered view follows the store: its answer is this list, filtered.
+                return self.local.serve(
+                    request,
+                    info,
+                    self.filters.view_for(store, chain),
+                    opts,
+                    store.scope.labels(),
+                    store.scope.fields(),
+                    choice,
+                    list_semantics(opts),
+                    "upstream",
+                )
+        shown = [r for r in map(partial(self.filters.filter_one, chain), records.values()) if r]
         if choice.form != "json":
             return self.local.render(
                 request,
                 rt,
                 view.metadata.resourceVersion,
                 view.metadata.continue_,
-                list(records.values()),
+                shown,
                 choice,
                 "upstream",
             )
-        if dropped == 0:
+        if not chain:
             out = web.Response(body=raw_body, headers=_list_headers(encoding))
             self.metrics.client_bytes.labels("upstream").inc(len(raw_body))
             return out
@@ -556,7 +596,7 @@ class ProxyRouter:
             view.kind,
             view.apiVersion,
             view.metadata.resourceVersion,
-            kept,
+            (r.raw for r in shown),
             continue_token=view.metadata.continue_,
             remaining_item_count=view.metadata.remainingItemCount,
         )
@@ -581,6 +621,7 @@ class ProxyRouter:
         rv_text = opts.resource_version or ""
         seed = int(rv_text) if rv_text.isdigit() and rv_text != "0" else None
         reflector = self.cache.reflector_for(store, seed_rv=seed)
+        chain = await self._chain(request, info)
         if self.upstream.healthy:
             if not store.synced:
                 try:
@@ -593,7 +634,7 @@ class ProxyRouter:
             await self._read_your_writes(rt, store)
         return await serve_watch(
             request,
-            store,
+            self.filters.view_for(store, chain),
             opts,
             info.namespace,
             labels,

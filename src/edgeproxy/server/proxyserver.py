@@ -19,11 +19,11 @@ from typing import Any
 from aiohttp import web
 
 from edgeproxy.cache.manager import CacheManager, CacheSettings
-from edgeproxy.config import ServeConfig
+from edgeproxy.config import ServeConfig, filter_set, node_name
 from edgeproxy.errors import ConfigError, StorageError
-from edgeproxy.filters.dropprefix import DropNamePrefix, keep_all
 from edgeproxy.kube.resources import ResourceRegistry
 from edgeproxy.metrics import Metrics
+from edgeproxy.proxy.filtering import FilterRuntime
 from edgeproxy.proxy.router import ProxyRouter
 from edgeproxy.proxy.settings import ProxySettings
 from edgeproxy.server.admin import admin_app
@@ -92,20 +92,27 @@ class ProxyServer:
             self.journal = journal
         except StorageError as exc:
             log.error("cannot open the cache journal, running from memory only: %s", exc)
-        keep = DropNamePrefix(cfg.drop_name_prefixes) if cfg.drop_name_prefixes else keep_all
         self.cache = CacheManager(
             self.registry,
             self.upstream,
-            keep,
             self.journal,
             CacheSettings(),
             on_upstream_bytes=self.metrics.upstream_bytes.labels("reflector").inc,
         )
         self.cache.load()
+        self.filters = FilterRuntime(
+            filter_set(cfg), self.cache, node_name=node_name(cfg), pool_label=cfg.pool_label
+        )
+        if self.filters.filters:
+            log.info(
+                "edge filters: %s (node %s)",
+                ", ".join(f.name for f in self.filters.filters.filters),
+                self.filters.node_name,
+            )
         self.router = ProxyRouter(
             self.upstream,
             self.cache,
-            keep,
+            self.filters,
             self.metrics,
             ProxySettings(
                 consistency="cache-first" if cfg.consistency == "cache-first" else "strict",
