@@ -23,9 +23,8 @@ import msgspec
 
 from edgeproxy.cache.listing import (
     BadUpstreamBody,
-    decompress,
-    parse_list,
     parse_rv,
+    read_list,
     records_of,
 )
 from edgeproxy.cache.store import ScopeStore
@@ -175,21 +174,28 @@ class Reflector:
     async def _list(self, path: str) -> None:
         resp = await self.upstream.request("GET", path, headers={"Accept": "application/json"})
         async with resp:
-            body = await resp.read()
-            self.bytes_in += len(body)
-            if self.on_bytes is not None:
-                self.on_bytes(len(body))
-            self.store.bytes_from_upstream += len(body)
             if resp.status != 200:
+                body = await resp.read()
+                self._count(len(body))
                 raise _UpstreamStatus(resp.status, body)
-            body = decompress(resp.headers.get("Content-Encoding", ""), body)
-        view = parse_list(body)
-        records = records_of(self.store.rt, view)
-        if view.items:
-            self.store.typed_items = bytes(view.items[0]).startswith(b'{"kind"')
-        self.store.replace(records, parse_rv(view.metadata.resourceVersion))
+            # Item by item: never the whole body and its items at once.
+            listed = await read_list(
+                resp.content.iter_any(), resp.headers.get("Content-Encoding", ""), self._count
+            )
+        records = records_of(self.store.rt, listed)
+        first = listed.first_item()
+        if first is not None:
+            self.store.typed_items = first.startswith(b'{"kind"')
+        self.store.replace(records, parse_rv(listed.metadata.resourceVersion))
         self.relists += 1
         self.synced.set()
+
+    def _count(self, size: int) -> None:
+        """Bytes received from upstream for this scope (lists and watches)."""
+        self.bytes_in += size
+        if self.on_bytes is not None:
+            self.on_bytes(size)
+        self.store.bytes_from_upstream += size
 
     async def _watch(self) -> None:
         timeout = random.randint(self.settings.watch_timeout_min, self.settings.watch_timeout_max)
@@ -210,10 +216,7 @@ class Reflector:
             if resp.status != 200:
                 raise _UpstreamStatus(resp.status, await resp.read())
             async for chunk in resp.content.iter_any():
-                self.bytes_in += len(chunk)
-                if self.on_bytes is not None:
-                    self.on_bytes(len(chunk))
-                self.store.bytes_from_upstream += len(chunk)
+                self._count(len(chunk))
                 for event in decoder.feed(chunk):
                     self._apply(event.type, event.object)
             for event in decoder.eof():

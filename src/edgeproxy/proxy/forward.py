@@ -11,7 +11,7 @@ Warning, Audit-Id, …) are kept.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -72,6 +72,43 @@ async def stream_body(request: web.Request) -> object:
             yield chunk
 
     return chunks()
+
+
+# Pieces of a body are joined into writes of about this size: few syscalls, and
+# the proxy never holds a second copy of a large body.
+WRITE_BATCH = 512 * 1024
+
+
+async def send_parts(
+    request: web.Request,
+    parts: Iterable[bytes],
+    length: int,
+    headers: Mapping[str, str],
+) -> web.StreamResponse:
+    """A body that exists in pieces (a list's items), written with backpressure.
+
+    `web.Response(body=...)` hands the whole body to the transport at once,
+    which buffers what the socket does not take, and aiohttp keeps the last
+    response of a keep-alive connection (and its body) until the next one.
+    """
+    resp = web.StreamResponse(headers=headers)
+    resp.content_length = length
+    await resp.prepare(request)
+    batch: list[bytes] = []
+    size = 0
+    try:
+        for part in parts:
+            batch.append(part)
+            size += len(part)
+            if size >= WRITE_BATCH:
+                await resp.write(b"".join(batch))
+                batch, size = [], 0
+        if batch:
+            await resp.write(b"".join(batch))
+        await resp.write_eof()
+    except ConnectionResetError:
+        log.debug("client went away during %s", request.path)
+    return resp
 
 
 async def relay(

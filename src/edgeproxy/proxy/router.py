@@ -28,9 +28,10 @@ from aiohttp import web
 
 from edgeproxy.cache.listing import (
     BadUpstreamBody,
+    UpstreamList,
     decompress,
-    parse_list,
     parse_rv,
+    read_list,
     records_of,
 )
 from edgeproxy.cache.manager import CacheManager
@@ -504,17 +505,21 @@ class ProxyRouter:
             async with resp:
                 return await forward.relay(request, resp, on_bytes=self._count_bytes("upstream"))
         resp = await self._forward_read(request, self._json_headers(request), cached=cached)
-        async with resp:
-            raw_body = await resp.read()
-            encoding = resp.headers.get("Content-Encoding", "")
-            self.metrics.upstream_bytes.labels("list").inc(len(raw_body))
-            if resp.status != 200:
-                return web.Response(
-                    body=raw_body, status=resp.status, headers=forward.client_headers(resp.headers)
-                )
+        upstream_bytes = self.metrics.upstream_bytes.labels("list").inc
         try:
-            body = decompress(encoding, raw_body)
-            view = parse_list(body)
+            async with resp:
+                encoding = resp.headers.get("Content-Encoding", "")
+                if resp.status != 200:
+                    raw_body = await resp.read()
+                    upstream_bytes(len(raw_body))
+                    return web.Response(
+                        body=raw_body,
+                        status=resp.status,
+                        headers=forward.client_headers(resp.headers),
+                    )
+                # Item by item: never the whole body and its items at once.
+                listed = await read_list(resp.content.iter_any(), encoding, upstream_bytes)
+            view = listed.view
             rv = parse_rv(view.metadata.resourceVersion)
             complete = not opts.continue_token and not view.metadata.continue_
             known = self.cache.stores.get(scope)
@@ -531,11 +536,10 @@ class ProxyRouter:
                 known.touch()
                 if self.cache.note_list(scope):
                     self.cache.reflector_for(known)
-                known.bytes_from_upstream += len(raw_body)
+                known.bytes_from_upstream += listed.wire_bytes
                 if not chain and choice.form == "json":
-                    known.bytes_served += len(raw_body)
-                    self.metrics.client_bytes.labels("upstream").inc(len(raw_body))
-                    return web.Response(body=raw_body, headers=_list_headers(encoding))
+                    known.bytes_served += listed.wire_bytes
+                    return await self._send_listed(request, listed, encoding)
                 # Filtered or rendered: the store's memoized answer is this list's.
                 labels, fields = known.scope.labels(), known.scope.fields()
                 return self.local.serve(
@@ -549,7 +553,7 @@ class ProxyRouter:
                     list_semantics(opts),
                     "upstream",
                 )
-            records = records_of(rt, view)
+            records = records_of(rt, listed)
         except BadUpstreamBody as exc:
             log.warning("upstream list for %s is malformed: %s", request.path, exc)
             raise status.internal_error(
@@ -557,11 +561,12 @@ class ProxyRouter:
             ) from exc
         if complete:
             store = self.cache.store_for(scope, rt)
-            if view.items:
-                store.typed_items = bytes(view.items[0]).startswith(b'{"kind"')
+            first = listed.first_item()
+            if first is not None:
+                store.typed_items = first.startswith(b'{"kind"')
             store.replace(records, rv)
             store.touch()
-            store.bytes_from_upstream += len(raw_body)
+            store.bytes_from_upstream += listed.wire_bytes
             if self.cache.note_list(scope):
                 self.cache.reflector_for(store)
             if chain and store.rv == rv and list_semantics(opts) != "exact":
@@ -589,9 +594,8 @@ class ProxyRouter:
                 "upstream",
             )
         if not chain:
-            out = web.Response(body=raw_body, headers=_list_headers(encoding))
-            self.metrics.client_bytes.labels("upstream").inc(len(raw_body))
-            return out
+            del records, shown  # the items live on in the store (or go now)
+            return await self._send_listed(request, listed, encoding)
         filtered = list_body(
             view.kind,
             view.apiVersion,
@@ -601,6 +605,15 @@ class ProxyRouter:
             remaining_item_count=view.metadata.remainingItemCount,
         )
         return self._send(request, filtered, JSON, "upstream")
+
+    async def _send_listed(
+        self, request: web.Request, listed: UpstreamList, encoding: str
+    ) -> web.StreamResponse:
+        """An upstream list passed on byte for byte, as upstream encoded it."""
+        self.metrics.client_bytes.labels("upstream").inc(listed.wire_bytes)
+        return await forward.send_parts(
+            request, listed.body_parts(), listed.wire_bytes, _list_headers(encoding)
+        )
 
     # -- watch -------------------------------------------------------------------------
 
