@@ -51,6 +51,22 @@ class Metrics:
         self.cache_bytes = Gauge("edgeproxy_cache_bytes", "Object bytes held in memory", registry=r)
         self.cache_scopes = Gauge("edgeproxy_cache_scopes", "Scopes held in memory", registry=r)
         self.watchers = Gauge("edgeproxy_watchers", "Open client watches", registry=r)
+        self.refilter_seconds = Histogram(
+            "edgeproxy_filter_refilter_duration_seconds",
+            "Time to re-filter cached views after a filter input (Node, Service) changed",
+            ["input"],
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.refiltered_objects = Counter(
+            "edgeproxy_filter_refiltered_objects",
+            "Objects whose filtered form changed because a filter input changed",
+            ["input"],
+            registry=r,
+        )
+        self.filtered_views = Gauge(
+            "edgeproxy_filter_views", "Filtered views (scope x filter chain) held", registry=r
+        )
         self.reflectors = Gauge("edgeproxy_reflectors", "Running upstream reflectors", registry=r)
         self.journal_errors = Gauge(
             "edgeproxy_journal_errors", "Journal write errors so far", registry=r

@@ -33,6 +33,7 @@ from edgeproxy.filters.base import Chain, FilterSet, Need, component_of
 from edgeproxy.filters.topology import service_of
 from edgeproxy.kube.objects import ObjectRecord, object_key
 from edgeproxy.kube.resources import ResourceType
+from edgeproxy.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,9 @@ class FilterRuntime:
         *,
         node_name: str,
         pool_label: str = "apps.openyurt.io/nodepool",
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.filters = filters
         self.cache = cache
         self._node_name = node_name
@@ -136,6 +139,8 @@ class FilterRuntime:
 
         view = FilteredView(store, chain.key, apply)
         self._views.append((view, chain))
+        if self.metrics is not None:
+            self.metrics.filtered_views.set(len(self._views))
         log.info("filtered view %s of %s", chain.key, store.scope.key)
         return view
 
@@ -205,7 +210,10 @@ class FilterRuntime:
                 return  # status heartbeats: nothing a filter reads
             local = event.obj.name == self._node_name
             self._refilter(
-                lambda c: "nodes" in c.needs or (local and "local-node" in c.needs), None, event.rv
+                "nodes",
+                lambda c: "nodes" in c.needs or (local and "local-node" in c.needs),
+                None,
+                event.rv,
             )
             return
         namespace, name = event.obj.namespace, event.obj.name
@@ -214,23 +222,30 @@ class FilterRuntime:
             resource = view.rt.resource
             return lambda r: service_of(r, resource) == (namespace, name)
 
-        self._refilter(lambda c: "services" in c.needs, of_service, event.rv)
+        self._refilter("services", lambda c: "services" in c.needs, of_service, event.rv)
 
     def input_reloaded(self, what: str) -> None:
         self._services.clear()
         need = "services" if what == "services" else "nodes"
         self._refilter(
-            lambda c: need in c.needs or (need == "nodes" and "local-node" in c.needs), None, 0
+            need,
+            lambda c: need in c.needs or (need == "nodes" and "local-node" in c.needs),
+            None,
+            0,
         )
 
-    def _refilter(self, wanted: Any, keys_of: Any, input_rv: int) -> None:
+    def _refilter(self, what: str, wanted: Any, keys_of: Any, input_rv: int) -> None:
         started = time.perf_counter()
         changed = 0
         for view, chain in self._views:
             if wanted(chain):
                 changed += view.refilter(keys_of(view) if keys_of else None, input_rv)
-        self.refilter_seconds_total += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.refilter_seconds_total += seconds
         self.refiltered_objects += changed
+        if self.metrics is not None:
+            self.metrics.refilter_seconds.labels(what).observe(seconds)
+            self.metrics.refiltered_objects.labels(what).inc(changed)
         if changed:
             log.info(
                 "filter inputs changed: %d objects re-filtered in %.1f ms",

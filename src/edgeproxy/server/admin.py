@@ -25,6 +25,7 @@ def admin_app(
     cache: CacheManager,
     metrics: Metrics,
     journal_stats: Callable[[], dict[str, Any]],
+    filters_debug: Callable[[], Any] | None = None,
 ) -> web.Application:
     def refresh_gauges() -> None:
         for server in upstream.servers:
@@ -73,6 +74,7 @@ def admin_app(
             ],
             "journal": journal_stats(),
             "scopes": cache.debug(),
+            "filteredViews": filters_debug() if filters_debug is not None else [],
         }
         return web.Response(
             body=msgspec.json.encode(doc), headers={"Content-Type": "application/json"}

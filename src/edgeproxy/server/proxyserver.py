@@ -101,7 +101,11 @@ class ProxyServer:
         )
         self.cache.load()
         self.filters = FilterRuntime(
-            filter_set(cfg), self.cache, node_name=node_name(cfg), pool_label=cfg.pool_label
+            filter_set(cfg),
+            self.cache,
+            node_name=node_name(cfg),
+            pool_label=cfg.pool_label,
+            metrics=self.metrics,
         )
         if self.filters.filters:
             log.info(
@@ -138,7 +142,7 @@ class ProxyServer:
         self.port = _bound_port(site)
 
         stats = self.journal.stats if self.journal is not None else dict
-        admin = admin_app(self.upstream, self.cache, self.metrics, stats)
+        admin = admin_app(self.upstream, self.cache, self.metrics, stats, self.filters.debug)
         admin_runner = web.AppRunner(admin, access_log=None)
         await admin_runner.setup()
         self._runners.append(admin_runner)
