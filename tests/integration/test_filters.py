@@ -258,3 +258,72 @@ async def test_filtered_view_survives_a_restart_while_offline(
     names = _by_name(offline["items"])
     assert names == _by_name(online["items"])
     assert names["web-x1"] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+
+
+async def test_service_rewrites_per_client(cluster: SimProcess) -> None:
+    sim = cluster
+    args = (
+        "--filters=masterservice,discardcloudservice,nodeportisolation,inclusterconfig,"
+        "forwardkubesvctraffic",
+        "--master-service-addr=169.254.2.1:10268",
+        "--node-name=edge-1",
+    )
+    kubectl = {"User-Agent": "kubectl/v1.32.4 (linux/amd64) kubernetes/59526cd"}
+    services = "/api/v1/namespaces/default/services"
+    async with aiohttp.ClientSession() as session:
+        await _send(session, "POST", sim.url + "/api/v1/nodes", _node("edge-1", "a"))
+        await _send(
+            session,
+            "POST",
+            sim.url + "/api/v1/namespaces/kube-system/configmaps",
+            {
+                "metadata": {"name": "kube-proxy"},
+                "data": {"config.conf": "apiVersion: v1\nclientConnection:\n  kubeconfig: /k\n"},
+            },
+        )
+        for name, listen in (("np-a", "a"), ("np-b", "b,-a"), ("np-any", None)):
+            svc: dict[str, Any] = {
+                "metadata": {"name": name},
+                "spec": {"type": "NodePort", "ports": [{"port": 80}]},
+            }
+            if listen is not None:
+                svc["metadata"]["annotations"] = {"nodeport.openyurt.io/listen": listen}
+            await _send(session, "POST", sim.url + services, svc)
+        with ProxyProcess(sim.kubeconfig, *args) as proxy:
+            # kubelet: the apiserver's Service points at the proxy.
+            master = await _list(session, proxy.url + services + "/kubernetes", KUBELET)
+            assert master["spec"]["clusterIP"] == "169.254.2.1"
+            assert [p["port"] for p in master["spec"]["ports"] if p["name"] == "https"] == [10268]
+            # kubectl is no client of any of these filters: upstream's object.
+            plain = await _list(session, proxy.url + services + "/kubernetes", kubectl)
+            assert plain["spec"]["clusterIP"] != "169.254.2.1"
+            # kubelet: kube-proxy's config loses its kubeconfig line.
+            cm = "/api/v1/namespaces/kube-system/configmaps/kube-proxy"
+            conf = (await _list(session, proxy.url + cm, KUBELET))["data"]["config.conf"]
+            assert "  #kubeconfig: /k" in conf
+            # kube-proxy: NodePort services of other pools are hidden; kubernetes' slice
+            # points at the proxy.
+            listed = await _list(session, proxy.url + services, KUBE_PROXY)
+            names = sorted(o["metadata"]["name"] for o in listed["items"])
+            assert names == ["kubernetes", "np-a", "np-any"]
+            slice_ = await _list(session, proxy.url + NS_SLICES + "/kubernetes", KUBE_PROXY)
+            assert _ips(slice_) == ["169.254.2.1"]
+            # A watch: a LoadBalancer Service annotated for discarding leaves; one
+            # allowed in this pool arrives.
+            rv = listed["metadata"]["resourceVersion"]
+            query = f"?watch=1&resourceVersion={rv}&timeoutSeconds=30"
+            async with session.get(proxy.url + services + query, headers=KUBE_PROXY) as resp:
+                watch = _Watch(resp)
+                lb = {
+                    "metadata": {"name": "lb", "annotations": {"svc.openyurt.io/discard": "false"}},
+                    "spec": {"type": "LoadBalancer", "ports": [{"port": 443}]},
+                }
+                await _send(session, "POST", sim.url + services, lb)
+                assert _summary(await watch.next())[:2] == ("ADDED", "lb")
+                patch = {"metadata": {"annotations": {"svc.openyurt.io/discard": "true"}}}
+                await _send(session, "PATCH", sim.url + services + "/lb", patch)
+                assert _summary(await watch.next())[:2] == ("DELETED", "lb")
+                patch = {"metadata": {"annotations": {"nodeport.openyurt.io/listen": "a"}}}
+                await _send(session, "PATCH", sim.url + services + "/np-b", patch)
+                assert _summary(await watch.next())[:2] == ("ADDED", "np-b")
+                await watch.quiet(0.5)
