@@ -297,6 +297,11 @@ async def test_service_rewrites_per_client(cluster: SimProcess) -> None:
             # kubectl is no client of any of these filters: upstream's object.
             plain = await _list(session, proxy.url + services + "/kubernetes", kubectl)
             assert plain["spec"]["clusterIP"] != "169.254.2.1"
+            # Upstream's YAML would bypass the filter: a filtered client is refused it.
+            yaml_get = {**KUBELET, "Accept": "application/yaml"}
+            async with session.get(proxy.url + services + "/kubernetes", headers=yaml_get) as r:
+                assert r.status == 406
+                assert (await r.json())["reason"] == "NotAcceptable"
             # kubelet: kube-proxy's config loses its kubeconfig line.
             cm = "/api/v1/namespaces/kube-system/configmaps/kube-proxy"
             conf = (await _list(session, proxy.url + cm, KUBELET))["data"]["config.conf"]

@@ -396,7 +396,14 @@ class ProxyRouter:
         JSON answers are cached. Table and PartialObjectMetadata are forwarded
         as upstream renders them, unless a filter is active: then the proxy
         must see the objects, so it fetches JSON and renders the form itself.
+        A filtered client asking for YAML is refused rather than passed
+        upstream's unfiltered bytes.
         """
+        if chain and choice.form == "yaml":
+            raise status.not_acceptable(
+                f"edge-proxy filters ({chain.key}) apply to this client: "
+                "ask for JSON, Table or PartialObjectMetadata"
+            )
         return choice.form == "json" or (bool(chain) and choice.form in ("table", "partial"))
 
     def _object_response(
