@@ -30,7 +30,7 @@ from edgeproxy.bench.runner import MIN_RUNS, Progress
 from edgeproxy.bench.session import FULL, QUICK, Session, Sizes, SuiteResult
 from edgeproxy.testing import SimProcess
 
-SUITES = ("challenge", "scale", "outage", "restart", "bandwidth", "watchcache")
+SUITES = ("challenge", "scale", "outage", "restart", "bandwidth", "watchcache", "filters")
 DEFAULT_SUITES = SUITES
 # Sockets: 100 watchers on each side of a proxy, nginx's too, plus headroom.
 OPEN_FILES = 8192

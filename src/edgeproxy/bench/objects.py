@@ -172,3 +172,59 @@ def endpoints_body(namespace: str, i: int, addresses: int, generation: int = 0) 
             }
         ],
     }
+
+
+# The filters suite: Services whose endpoints the proxy's servicetopology filter
+# narrows to this node's pool, and their EndpointSlices as kube-proxy reads them.
+POOL_LABEL = "apps.openyurt.io/nodepool"
+TOPOLOGY_ANNOTATION = "openyurt.io/topologyKeys"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def topology_service_body(namespace: str, i: int) -> Body:
+    """Service `i` of `service_body`, asking for pool-scoped endpoints (OpenYurt)."""
+    body = service_body(namespace, i)
+    body["metadata"]["annotations"] = {TOPOLOGY_ANNOTATION: "openyurt.io/nodepool"}
+    return body
+
+
+def slice_endpoint(i: int, k: int, endpoints: int) -> tuple[str, str]:
+    """(IP, node) of endpoint `k` of service `i`: spread evenly over the nodes."""
+    n = i * endpoints + k
+    ip = f"10.{128 + n // 65536 % 128}.{n // 256 % 256}.{n % 256}"
+    return ip, node_name(i + k * max(1, NODES // endpoints))
+
+
+def endpointslice_name(i: int) -> str:
+    return f"svc-{i:04d}-x7k2p"
+
+
+def endpointslice_body(namespace: str, i: int, endpoints: int) -> Body:
+    """The EndpointSlice of service `i` (~200 B per endpoint: ~10 KB at 50), as the controller writes it."""
+    name = f"svc-{i:04d}"
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": endpointslice_name(i),
+            "namespace": namespace,
+            "labels": {
+                SERVICE_NAME_LABEL: name,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+            "annotations": {"bench/seq": "0"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {
+                "addresses": [ip],
+                "conditions": {"ready": True, "serving": True, "terminating": False},
+                "nodeName": node,
+                "targetRef": {"kind": "Pod", "namespace": namespace, "name": f"a{i}-pod-{k:02d}"},
+                "zone": "z1",
+            }
+            for k in range(endpoints)
+            for ip, node in [slice_endpoint(i, k, endpoints)]
+        ],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }

@@ -46,6 +46,8 @@ class Sizes:
     fanout_objects: int
     fanout_rate: float
     fanout_seconds: float
+    filter_updates: int
+    filter_rate: float
 
 
 FULL = Sizes(
@@ -67,6 +69,8 @@ FULL = Sizes(
     fanout_objects=50,
     fanout_rate=1_000.0,  # watchcache: writes/s straight to the sim, 100 watchers
     fanout_seconds=10.0,
+    filter_updates=1_000,  # filters: EndpointSlice updates per client kind and run
+    filter_rate=200.0,
 )
 QUICK = Sizes(
     runs=MIN_RUNS,
@@ -87,6 +91,8 @@ QUICK = Sizes(
     fanout_objects=10,
     fanout_rate=200.0,
     fanout_seconds=1.0,
+    filter_updates=40,
+    filter_rate=100.0,
 )
 
 
