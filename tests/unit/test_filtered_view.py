@@ -109,6 +109,8 @@ def test_refilter_emits_the_difference_at_the_inputs_rv() -> None:
     assert view.refilter(input_rv=3) == 2
     assert frames(watcher) == [("ADDED", "a", "21"), ("DELETED", "b", "21")]
     assert view.objects["ns/a"].rv == 21
+    # A batch of two is sealed: the view's state after it is at RV 22.
+    assert view.rv == 22
 
 
 def test_base_events_behind_the_view_are_stamped_after_it() -> None:
@@ -133,18 +135,35 @@ def test_resume_from_a_batch_rv_replays_the_whole_batch() -> None:
     base, view, hide, _ = setup(cm("a", 5), cm("b", 6), cm("c", 7))
     hide.hidden = {"a", "b"}
     view.refilter(input_rv=20)
-    base.apply_event("MODIFIED", cm("c", 21))
+    base.apply_event("MODIFIED", cm("c", 22))
     # A client that saw RV 20 may have missed part of the batch: it gets all of it.
     assert [(e.type, e.obj.name, e.rv) for e in view.events_after(20)] == [
         ("DELETED", "a", 20),
         ("DELETED", "b", 20),
-        ("MODIFIED", "c", 21),
+        ("MODIFIED", "c", 22),
     ]
     resumed = Watcher(view.types, "", LabelSelector.parse(""), FieldSelector.parse(""), 100)
     resumed.min_rv = 20
     assert [f for e in view.events_after(20) if (f := resumed.frame_for(e))].__len__() == 3
-    # An ordinary event is not replayed.
-    assert [e.rv for e in view.events_after(21)] == []
+    # The seal (21) has seen the whole batch; an ordinary event is not replayed.
+    assert [e.rv for e in view.events_after(21)] == [22]
+    assert [e.rv for e in view.events_after(22)] == []
+
+
+def test_a_list_after_a_batch_is_past_it_so_its_watch_gets_no_replay() -> None:
+    base, view, hide, _ = setup(cm("a", 5), cm("b", 6), cm("c", 7))
+    hide.hidden = {"a", "b"}
+    view.refilter(input_rv=20)
+    # The list a client takes now says RV 21; watching from there sends nothing.
+    assert view.rv == 21 and sorted(view.objects) == ["ns/c"]
+    assert view.events_after(view.rv) == []
+    # An upstream event at the seal's RV is stamped after it, never at or below.
+    base.apply_event("MODIFIED", cm("c", 21))
+    assert [(e.obj.name, e.rv) for e in view.events_after(21)] == [("c", 22)]
+    # A lone re-filter change is not sealed: its own RV is the state after it.
+    hide.hidden = {"a"}
+    assert view.refilter(input_rv=30) == 1
+    assert view.rv == 30
 
 
 def test_rebuild_on_base_load_and_a_failing_chain_hides_the_object() -> None:

@@ -16,6 +16,11 @@ resource), else the view's RV + 1. The objects they carry are stamped with
 that RV, so a client's RV only moves forward and it can resume from it. One
 re-filter is one batch at one RV; a client resuming from exactly that RV gets
 a batch of several events again (at least once: it may have missed part of it).
+Once a batch of several events is out, the view's RV moves one past it (the
+batch is sealed): a list taken after the batch says RV + 1, so a client that
+lists and then watches from the list's RV is not sent the batch again, and
+the periodic bookmarks move watchers past it too. A lone event needs no seal:
+whoever saw its RV saw all of it.
 
 The view's RV may thus run ahead of the base store's. A later base event
 at or below it is stamped with the view's RV + 1 (it is still delivered, in
@@ -157,5 +162,7 @@ class FilteredView(ScopeStore):
                 self._emit_upsert(key, new, old, at, batch=batch)
             elif old is not None:
                 self._emit_delete(key, old, old, at, batch=batch)
+        if batch:
+            self.on_base_rv(at + 1)  # sealed: RV at + 1 has seen every event of the batch
         self.refilters += 1
         return len(changes)
