@@ -30,6 +30,8 @@ def test_bench_filters_quick(tmp_path: Path) -> None:
     assert strict["node move: MODIFIED events received"]["median"] == due["median"]
     assert strict["node move: wrong endpoint sets (list + events)"]["max"] == 0
     assert strict["unrelated node label: events received"]["max"] == 0
+    assert strict["unrelated node label: proxy re-filters"]["max"] == 0
+    assert strict["list + watch after a move: events replayed at the list's RV"]["max"] == 0
     for kind in ("filtered", "unfiltered"):
         assert strict[f"{kind} client: events delivered (%)"]["min"] == 100
         assert strict[f"{kind} client: wrong endpoint sets"]["max"] == 0

@@ -109,6 +109,15 @@ class _Watch:
             pass
 
 
+def _refilters(proxy: ProxyProcess) -> float:
+    """How often the proxy has re-filtered for a node change (its /metrics)."""
+    prefix = 'edgeproxy_filter_refilter_duration_seconds_count{input="nodes"} '
+    for line in str(proxy.admin("/metrics")).splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return 0.0
+
+
 def _summary(event: dict[str, Any]) -> tuple[str, str, list[str]]:
     obj = event["object"]
     return event["type"], obj["metadata"]["name"], _ips(obj)
@@ -154,9 +163,15 @@ async def test_kube_proxy_sees_exact_events_as_filter_inputs_change(cluster: Sim
                     session, "PATCH", node + "edge-2", {"metadata": {"labels": {POOL: "b"}}}
                 )
                 await expect(("MODIFIED", "web-x1", ["10.0.0.1"]))
-                # A node change no filter reads (status): no event.
+                # A node change no filter reads (status, a label no Service compares):
+                # no event, and nothing is re-filtered.
+                refilters = _refilters(proxy)
                 await _send(session, "PATCH", node + "edge-3", {"status": {"phase": "Running"}})
+                await _send(
+                    session, "PATCH", node + "edge-3", {"metadata": {"labels": {"rack": "r9"}}}
+                )
                 await watch.quiet(0.5)
+                assert _refilters(proxy) == refilters
                 # 2. edge-3 joins pool a.
                 await _send(
                     session, "PATCH", node + "edge-3", {"metadata": {"labels": {POOL: "a"}}}
@@ -221,6 +236,42 @@ async def test_kube_proxy_sees_exact_events_as_filter_inputs_change(cluster: Sim
             # A get is filtered too.
             one = await _list(session, proxy.url + NS_SLICES + "/web-x1", KUBE_PROXY)
             assert _ips(one) == ["10.0.0.7"]
+
+
+async def test_a_watch_from_a_list_after_a_re_filter_gets_no_replay(cluster: SimProcess) -> None:
+    """A re-filter of several objects is one batch; a list after it is past the batch."""
+    sim = cluster
+    with ProxyProcess(sim.kubeconfig, "--filters=servicetopology", "--node-name=edge-1") as proxy:
+        async with aiohttp.ClientSession() as session:
+            await _seed(session, sim)
+            services = sim.url + "/api/v1/namespaces/default/services"
+            await _send(session, "POST", services, _service("api", "openyurt.io/nodepool"))
+            nodes = {"10.0.0.4": "edge-1", "10.0.0.5": "edge-3"}
+            await _send(session, "POST", sim.url + NS_SLICES, _slice("api-x1", "api", nodes))
+            listed = await _list(session, proxy.url + SLICES, KUBE_PROXY)
+            rv = listed["metadata"]["resourceVersion"]
+            query = f"?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=30"
+            async with session.get(proxy.url + SLICES + query, headers=KUBE_PROXY) as resp:
+                watch = _Watch(resp)
+                # This node moves to pool b: both pool-scoped slices change at once.
+                await _send(
+                    session,
+                    "PATCH",
+                    sim.url + "/api/v1/nodes/edge-1",
+                    {"metadata": {"labels": {POOL: "b"}}},
+                )
+                got = sorted([_summary(await watch.next()), _summary(await watch.next())])
+                assert got == [
+                    ("MODIFIED", "api-x1", ["10.0.0.4", "10.0.0.5"]),
+                    ("MODIFIED", "web-x1", ["10.0.0.1", "10.0.0.3"]),
+                ]
+            # A client (re)starting now lists, then watches from the list's RV.
+            after = await _list(session, proxy.url + SLICES, KUBE_PROXY)
+            assert _by_name(after["items"])["web-x1"] == ["10.0.0.1", "10.0.0.3"]
+            rv = after["metadata"]["resourceVersion"]
+            query = f"?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=30"
+            async with session.get(proxy.url + SLICES + query, headers=KUBE_PROXY) as resp:
+                await _Watch(resp).quiet(1.0)  # the batch is not sent again
 
 
 async def test_filtered_view_survives_a_restart_while_offline(

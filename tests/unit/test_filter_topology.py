@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from edgeproxy.filters.base import Applies, Filter
-from edgeproxy.filters.topology import ServiceTopology, service_of
+from edgeproxy.filters.topology import ServiceTopology, node_label_keys, service_of
 from edgeproxy.kube.objects import ObjectRecord, record_from_bytes
 from edgeproxy.kube.resources import ResourceRegistry, ResourceType
 
@@ -60,6 +60,9 @@ class FakeInputs:
 
     def service(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.services.get((namespace, name))
+
+    def all_services(self) -> list[dict[str, Any]]:
+        return list(self.services.values())
 
 
 def _record(rt: ResourceType, obj: dict[str, Any]) -> ObjectRecord:
@@ -464,3 +467,32 @@ def test_declares_what_it_applies_to_and_reads() -> None:
     assert not f.applies.matches("kube-proxy", "endpoints", "update")
     custom = Applies.of(("my-lb",), ("endpointslices",))
     assert ServiceTopology(applies=custom).applies is custom
+
+
+@pytest.mark.parametrize(
+    ("svc", "keys"),
+    [
+        (openyurt("openyurt.io/nodepool"), {POOL}),
+        (openyurt("kubernetes.io/zone"), {POOL}),  # a synonym of the pool
+        (openyurt("kubernetes.io/hostname"), set()),  # compares node names
+        (openyurt("bogus"), set()),
+        (superedge('["rack", "zone-x"]'), {"rack", "zone-x"}),
+        (superedge("not json"), set()),
+        (upstream(HOST, ZONE, "*"), {ZONE}),
+        (service(), set()),
+        # The first flavour present wins, as in the rules.
+        (service({"openyurt.io/topologyKeys": "kubernetes.io/hostname"}, ["rack"]), set()),
+    ],
+)
+def test_node_label_keys_are_those_the_rule_compares(svc: dict[str, Any], keys: set[str]) -> None:
+    assert node_label_keys(svc, POOL) == keys
+
+
+def test_reads_node_labels_only_for_keys_a_service_compares() -> None:
+    f = ServiceTopology()
+    inputs = FakeInputs(services={("ns", "a"): superedge('["rack"]'), ("ns", "b"): upstream(ZONE)})
+    assert f.reads_node_labels(frozenset({POOL}), inputs)  # the pool label always counts
+    assert f.reads_node_labels(frozenset({"rack", "other"}), inputs)
+    assert f.reads_node_labels(frozenset({ZONE}), inputs)
+    assert not f.reads_node_labels(frozenset({"other", HOST}), inputs)
+    assert not f.reads_node_labels(frozenset({"rack"}), FakeInputs())

@@ -12,12 +12,16 @@ those inputs synced and re-filters cached objects when they change, so a
 filter never fetches anything itself and stays a pure function of
 (object, inputs) — which is what lets filtered views be memoized and tested
 with plain tables.
+
+A filter that reads Node labels may also say which label keys it reads
+(`reads_node_labels`): a label change it does not read then re-filters
+nothing. Without it, every label change of a node it reads counts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -27,7 +31,10 @@ from edgeproxy.kube.objects import ObjectRecord
 
 # Inputs a filter may declare:
 #   "local-node": this node's Node object (by --node-name);
-#   "nodes":      every Node's labels (the node of each endpoint);
+#   "nodes":      the labels of the Nodes an object names (the node of each
+#                 endpoint), besides this node's: a filter reads no other
+#                 node's, so a node's change re-filters only the objects whose
+#                 bytes contain its name;
 #   "services":   every Service (annotations, spec) by namespace/name.
 Need = Literal["local-node", "nodes", "services"]
 
@@ -83,6 +90,10 @@ class FilterInputs(Protocol):
         """A Service as decoded JSON; None when it is not known."""
         ...
 
+    def all_services(self) -> Iterable[Mapping[str, Any]]:
+        """Every known Service, decoded (for filters that ask which Node labels matter)."""
+        ...
+
 
 class Filter(Protocol):
     name: str
@@ -91,6 +102,14 @@ class Filter(Protocol):
 
     def apply(self, record: ObjectRecord, inputs: FilterInputs) -> ObjectRecord | None:
         """The object as this client may see it: unchanged, rewritten, or None (hidden)."""
+        ...
+
+
+class ReadsNodeLabels(Protocol):
+    """Optional for a filter that needs Nodes: which label changes can change its output."""
+
+    def reads_node_labels(self, keys: frozenset[str], inputs: FilterInputs) -> bool:
+        """Whether a change of these Node label keys (added, removed or changed) matters."""
         ...
 
 
@@ -127,6 +146,16 @@ class Chain:
 
     def __repr__(self) -> str:
         return f"Chain({self.key})"
+
+    def reads_node_labels(self, keys: frozenset[str], inputs: FilterInputs) -> bool:
+        """Whether changing these label keys of a Node can change what this chain shows."""
+        for f in self.filters:
+            if not f.needs & {"nodes", "local-node"}:
+                continue
+            check = getattr(f, "reads_node_labels", None)
+            if check is None or check(keys, inputs):
+                return True
+        return False
 
     def apply(self, record: ObjectRecord, inputs: FilterInputs) -> ObjectRecord | None:
         out = record

@@ -177,6 +177,9 @@ class NodePortIsolation:
     def __init__(self, applies: Applies | None = None) -> None:
         self.applies = applies or Applies.of(("kube-proxy",), ("services",))
 
+    def reads_node_labels(self, keys: frozenset[str], inputs: FilterInputs) -> bool:
+        return inputs.pool_label in keys
+
     def apply(self, record: ObjectRecord, inputs: FilterInputs) -> ObjectRecord | None:
         if _spec_type(record) not in (None, "NodePort", "LoadBalancer"):
             return record

@@ -182,6 +182,32 @@ def _rule_of(service: Mapping[str, Any]) -> _Rule | None:
     return _preference(keys) if keys is not None else None
 
 
+def node_label_keys(service: Mapping[str, Any], pool_label: str) -> frozenset[str]:
+    """The Node label keys a Service's topology compares (empty when it has none).
+
+    Mirrors `_rule_of`: OpenYurt's pool scope reads the pool label, its node
+    scope and `kubernetes.io/hostname` compare node names, not labels.
+    """
+    meta = service.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    if not isinstance(annotations, Mapping):
+        annotations = {}
+    if OPENYURT_ANNOTATION in annotations:
+        pooled = annotations[OPENYURT_ANNOTATION] in _POOL_SCOPES
+        return frozenset((pool_label,)) if pooled else frozenset()
+    superedge = annotations.get(SUPEREDGE_ANNOTATION)
+    if isinstance(superedge, str):
+        try:
+            keys = _str_list(msgspec.json.decode(superedge))
+        except msgspec.DecodeError:
+            keys = None
+        if keys is not None:
+            return frozenset(keys)
+    spec = service.get("spec")
+    keys = _str_list(spec.get("topologyKeys")) if isinstance(spec, Mapping) else None
+    return frozenset(keys or ()) - {"*", HOSTNAME}
+
+
 def _slice_endpoint(entry: Mapping[str, Any]) -> _Endpoint:
     topology = entry.get("topology")
     if not isinstance(topology, Mapping):
@@ -284,6 +310,12 @@ class ServiceTopology:
         elif "subsets" in obj and endpoints_rule is not None:
             new = _filter_endpoints(obj, endpoints_rule, inputs)
         return record if new is None else rewritten(record, new)
+
+    def reads_node_labels(self, keys: frozenset[str], inputs: FilterInputs) -> bool:
+        """Only the keys some Service's topology compares (a node's pool, usually)."""
+        if inputs.pool_label in keys:
+            return True
+        return any(keys & node_label_keys(svc, inputs.pool_label) for svc in inputs.all_services())
 
     @staticmethod
     def _rule(key: tuple[str, str] | None, inputs: FilterInputs) -> _Rule | None:

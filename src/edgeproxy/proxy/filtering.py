@@ -9,9 +9,12 @@
   survive a restart while offline like everything else, and it answers the
   filters' reads (`FilterInputs`) from them;
 - it follows those input scopes and, when an input changes, re-filters the
-  views that depend on it: a label change of this node or another node
-  re-filters the views that read nodes; a Service change re-filters only the
-  Endpoints/EndpointSlices of that Service.
+  views that depend on it, and in them only what the change can affect: a
+  Node label change that some chain's filters read (`reads_node_labels`)
+  re-filters that chain's views, all of their objects for this node and only
+  the objects naming the node for another node; a Service change re-filters
+  only the Endpoints/EndpointSlices of that Service. Node status heartbeats
+  and labels no filter reads cost nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -118,6 +121,13 @@ class FilterRuntime:
         self._services[key] = (record.rv, obj)
         return obj
 
+    def all_services(self) -> Iterator[Mapping[str, Any]]:
+        store = self._service_store
+        for record in list(store.objects.values()) if store is not None else ():
+            obj = self.service(record.namespace, record.name)
+            if obj is not None:
+                yield obj
+
     # -- chains and views ------------------------------------------------------------
 
     def chain_for(self, user_agent: str, resource: str, verb: str) -> Chain:
@@ -205,16 +215,7 @@ class FilterRuntime:
 
     def input_changed(self, what: str, event: Event) -> None:
         if what == "nodes":
-            prev = event.prev
-            if prev is not None and event.type != "DELETED" and prev.labels == event.obj.labels:
-                return  # status heartbeats: nothing a filter reads
-            local = event.obj.name == self._node_name
-            self._refilter(
-                "nodes",
-                lambda c: "nodes" in c.needs or (local and "local-node" in c.needs),
-                None,
-                event.rv,
-            )
+            self._node_changed(event)
             return
         namespace, name = event.obj.namespace, event.obj.name
 
@@ -223,6 +224,38 @@ class FilterRuntime:
             return lambda r: service_of(r, resource) == (namespace, name)
 
         self._refilter("services", lambda c: "services" in c.needs, of_service, event.rv)
+
+    def _node_changed(self, event: Event) -> None:
+        node, prev = event.obj, event.prev
+        if prev is not None and event.type != "DELETED":
+            before, after = prev.labels, node.labels
+            keys = frozenset(
+                k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+            )
+            if not keys:
+                return  # status heartbeats: nothing a filter reads
+        else:
+            keys = None  # a node appearing or going: known and unknown nodes differ
+        local = node.name == self._node_name
+
+        def wanted(chain: Chain) -> bool:
+            if not ("nodes" in chain.needs or (local and "local-node" in chain.needs)):
+                return False
+            return keys is None or chain.reads_node_labels(keys, self)
+
+        if not any(wanted(chain) for _, chain in self._views):
+            log.debug("node %s: label change no filter reads (%s)", node.name, sorted(keys or ()))
+            return
+        keys_of = None
+        if not local:
+            # Filters read another node's labels only for objects naming it.
+            needle = b'"' + node.name.encode() + b'"'
+
+            def naming(view: FilteredView) -> Callable[[ObjectRecord], bool]:
+                return lambda r: needle in r.raw
+
+            keys_of = naming
+        self._refilter("nodes", wanted, keys_of, event.rv)
 
     def input_reloaded(self, what: str) -> None:
         self._services.clear()

@@ -27,9 +27,10 @@ pool labels are removed and the namespace deleted.
   `edgeproxy_filter_refilter_duration_seconds{input="nodes"}` and
   `edgeproxy_filter_refiltered_objects{input="nodes"}` on /metrics). Then a
   label no filter reads is added to another node (node-042): what the proxy
-  spends on it, and the events it sends (none are due). Also counted: the
-  events the client got between its watch's start and the PATCH, when
-  nothing changed (a replay of the previous move's batch).
+  spends on it (nothing is due: no re-filter), and the events it sends (none
+  are due). Also counted: the events the client got between its watch's
+  start and the PATCH, when nothing changed (none are due: a list after a
+  re-filter is past its batch).
 - **cost per event**, per run and client kind: a fresh proxy (empty cache
   directory) and one informer, `filter_updates / 10` unmeasured updates,
   then `filter_updates` EndpointSlice updates (an annotation, so each is one
@@ -604,13 +605,14 @@ def _judge(result: SuiteResult, filters: Filters, session: Session) -> None:
         )
     replayed = figures.get("list + watch after a move: events replayed at the list's RV")
     if replayed is not None and replayed["max"] > 0:
-        result.notes.append(
-            "a client that lists and then watches from the list's RV right after a re-filter"
-            " is sent that re-filter's whole batch again (MODIFIED events at the list's RV,"
-            " already reflected in the list): filtered views replay the batch at an RV"
-            " equal to a watch's start RV (cache/views.py: 'a client resuming from exactly"
-            " that RV gets a batch of several events again')"
+        # A list after a re-filter is past its batch (cache/views.py, "sealed").
+        result.failures.append(
+            f"strict: a watch from a list's RV after a re-filter got {replayed['max']:.0f}"
+            " events of that re-filter again"
         )
+    unrelated = figures.get("unrelated node label: proxy re-filters")
+    if unrelated is not None and unrelated["max"] > 0:
+        result.failures.append("strict: a node label no filter reads caused a re-filter")
     result.notes.append(
         f"{sizes.services} Services x {sizes.endpoints_per_service} endpoints"
         f" (EndpointSlices), pools of {POOL_SIZE} nodes; seeded in {filters.seed_seconds:.1f} s"
