@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -156,19 +156,17 @@ def _str_list(value: Any) -> list[str] | None:
     return None
 
 
-def _rule_of(service: Mapping[str, Any]) -> _Rule | None:
-    """The topology rule a Service asks for; None when it asks for none."""
+_Flavour = Literal["openyurt", "superedge", "upstream"]
+
+
+def _topology_of(service: Mapping[str, Any]) -> tuple[_Flavour, Any] | None:
+    """Which flavour a Service asks for, with its value; the first one present wins."""
     meta = service.get("metadata")
     annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
     if not isinstance(annotations, Mapping):
         annotations = {}
     if OPENYURT_ANNOTATION in annotations:
-        value = annotations[OPENYURT_ANNOTATION]
-        if value == HOSTNAME:
-            return _node_scope
-        if value in _POOL_SCOPES:
-            return _pool_scope
-        return None  # first flavour present wins, even with a value we do not know
+        return "openyurt", annotations[OPENYURT_ANNOTATION]  # even a value we do not know
     superedge = annotations.get(SUPEREDGE_ANNOTATION)
     if isinstance(superedge, str):
         try:
@@ -176,36 +174,40 @@ def _rule_of(service: Mapping[str, Any]) -> _Rule | None:
         except msgspec.DecodeError:
             keys = None
         if keys is not None:
-            return _any_label(keys)
+            return "superedge", keys
     spec = service.get("spec")
     keys = _str_list(spec.get("topologyKeys")) if isinstance(spec, Mapping) else None
-    return _preference(keys) if keys is not None else None
+    return ("upstream", keys) if keys is not None else None
+
+
+def _rule_of(service: Mapping[str, Any]) -> _Rule | None:
+    """The topology rule a Service asks for; None when it asks for none."""
+    match _topology_of(service):
+        case ("openyurt", value):
+            if value == HOSTNAME:
+                return _node_scope
+            return _pool_scope if value in _POOL_SCOPES else None
+        case ("superedge", keys):
+            return _any_label(keys)
+        case ("upstream", keys):
+            return _preference(keys)
+    return None
 
 
 def node_label_keys(service: Mapping[str, Any], pool_label: str) -> frozenset[str]:
     """The Node label keys a Service's topology compares (empty when it has none).
 
-    Mirrors `_rule_of`: OpenYurt's pool scope reads the pool label, its node
-    scope and `kubernetes.io/hostname` compare node names, not labels.
+    OpenYurt's pool scope reads the pool label; its node scope and
+    `kubernetes.io/hostname` compare node names, not labels.
     """
-    meta = service.get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
-    if not isinstance(annotations, Mapping):
-        annotations = {}
-    if OPENYURT_ANNOTATION in annotations:
-        pooled = annotations[OPENYURT_ANNOTATION] in _POOL_SCOPES
-        return frozenset((pool_label,)) if pooled else frozenset()
-    superedge = annotations.get(SUPEREDGE_ANNOTATION)
-    if isinstance(superedge, str):
-        try:
-            keys = _str_list(msgspec.json.decode(superedge))
-        except msgspec.DecodeError:
-            keys = None
-        if keys is not None:
+    match _topology_of(service):
+        case ("openyurt", value):
+            return frozenset((pool_label,)) if value in _POOL_SCOPES else frozenset()
+        case ("superedge", keys):
             return frozenset(keys)
-    spec = service.get("spec")
-    keys = _str_list(spec.get("topologyKeys")) if isinstance(spec, Mapping) else None
-    return frozenset(keys or ()) - {"*", HOSTNAME}
+        case ("upstream", keys):
+            return frozenset(keys) - {"*", HOSTNAME}
+    return frozenset()
 
 
 def _slice_endpoint(entry: Mapping[str, Any]) -> _Endpoint:
