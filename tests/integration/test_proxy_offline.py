@@ -35,7 +35,11 @@ Objects = dict[str, tuple[str, Any]]  # name -> (resourceVersion, data)
 
 KUBECTL = shutil.which("kubectl")
 DETECT_BUDGET = 3.0  # ARCHITECTURE.md sec. 4: a black-hole is noticed within a few seconds
-RESTART_BUDGET = 1.0  # process start to the first list answered from the journal
+# Process start to the first list answered from the journal, black-holed link.
+# Below the ~2 s the probes need to call such a link down, so an answer within
+# it did not wait on upstream. How fast a restart is belongs to the benchmark
+# (`edge-proxy bench restart`); 1.0 s here failed on a loaded 2-core machine.
+RESTART_BUDGET = 1.8
 NO_TIMEOUT = aiohttp.ClientTimeout(total=None)  # watches end when the server ends them
 
 
