@@ -12,7 +12,7 @@ import pytest
 
 from edgeproxy.filters.base import Applies, Filter
 from edgeproxy.filters.inclusterconfig import InClusterConfig, comment_out_kubeconfig
-from edgeproxy.kube.objects import ObjectRecord, record_from_bytes
+from edgeproxy.kube.objects import NO_FIELDS, ObjectRecord, record_from_bytes
 from edgeproxy.kube.resources import ResourceRegistry
 
 _cm = ResourceRegistry().get("", "v1", "configmaps")
@@ -88,7 +88,7 @@ def configmap(data: Any, *, ns: str = "kube-system", name: str = "kube-proxy") -
 
 
 def _bare(body: bytes) -> ObjectRecord:
-    return ObjectRecord("kube-system/kube-proxy", "kube-system", "kube-proxy", 1, {}, {}, body)
+    return ObjectRecord("kube-system/kube-proxy", 1, {}, NO_FIELDS, body)
 
 
 SAME = None  # the row expects the very same record back

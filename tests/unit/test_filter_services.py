@@ -20,7 +20,7 @@ from edgeproxy.filters.services import (
     listen_pools,
     listens_on,
 )
-from edgeproxy.kube.objects import ObjectRecord, record_from_bytes
+from edgeproxy.kube.objects import NO_FIELDS, FieldRow, ObjectRecord, record_from_bytes
 from edgeproxy.kube.resources import ResourceRegistry, ResourceType
 
 POOL = "apps.openyurt.io/nodepool"
@@ -61,11 +61,9 @@ def _bare(namespace: str, name: str, body: Any) -> ObjectRecord:
     """A record built field by field: no field-selector values, body need not parse."""
     return ObjectRecord(
         key=f"{namespace}/{name}",
-        namespace=namespace,
-        name=name,
         rv=1,
         labels={},
-        fields={},
+        row=NO_FIELDS,
         raw=body if isinstance(body, bytes) else json.dumps(body).encode(),
     )
 
@@ -211,7 +209,7 @@ def test_discardcloudservice(record: ObjectRecord, kept: bool) -> None:
 def test_discardcloudservice_rules_out_by_field_index_first() -> None:
     """A record whose spec.type field value is not LoadBalancer is never decoded."""
     record = svc(LB, ns="a", name="s", annotations=DISCARD)
-    record = dataclasses.replace(record, fields={"spec.type": "ClusterIP"})
+    record = dataclasses.replace(record, row=FieldRow.of({"spec.type": "ClusterIP"}))
     assert DiscardCloudService().apply(record, FakeInputs()) is record
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from edgeproxy.filters.base import Applies, Filter
 from edgeproxy.filters.topology import ServiceTopology, node_label_keys, service_of
-from edgeproxy.kube.objects import ObjectRecord, record_from_bytes
+from edgeproxy.kube.objects import NO_FIELDS, ObjectRecord, record_from_bytes
 from edgeproxy.kube.resources import ResourceRegistry, ResourceType
 
 POOL = "apps.openyurt.io/nodepool"
@@ -339,11 +339,9 @@ def _raw_record(
     """A record whose body need not parse: built field by field."""
     return ObjectRecord(
         key="ns/svc",
-        namespace="ns",
-        name="svc",
         rv=1,
         labels=labels or {},
-        fields={},
+        row=NO_FIELDS,
         raw=obj if isinstance(obj, bytes) else json.dumps(obj).encode(),
     )
 

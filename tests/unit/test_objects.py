@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from edgeproxy.kube import objects
-from edgeproxy.kube.objects import NO_LABELS, FieldValues, Labels, record_from_bytes
+from edgeproxy.kube.objects import (
+    NO_FIELDS,
+    NO_LABELS,
+    FieldRow,
+    FieldValues,
+    Labels,
+    ObjectRecord,
+    record_from_bytes,
+)
 from edgeproxy.kube.resources import ResourceRegistry, ResourceType
 
 _pods = ResourceRegistry().get("", "v1", "pods")
@@ -84,10 +92,32 @@ def test_field_values_read_like_a_dict() -> None:
     assert dict(r.fields)["metadata.name"] == "a"
 
 
+@pytest.mark.parametrize(
+    ("namespace", "name", "key"),
+    [("ns", "a", "ns/a"), ("", "node-1", "node-1"), ("kube-system", "x.y-z", "kube-system/x.y-z")],
+)
+def test_namespace_and_name_are_read_off_the_key(namespace: str, name: str, key: str) -> None:
+    body = {"metadata": {"name": name, **({"namespace": namespace} if namespace else {})}}
+    r = record(json.dumps(body).encode())
+    assert (r.key, r.namespace, r.name) == (key, namespace, name)
+    assert (r.fields["metadata.namespace"], r.fields["metadata.name"]) == (namespace, name)
+
+
+def test_a_row_built_by_hand_answers_its_fields() -> None:
+    row = FieldRow.of({"spec.type": "ClusterIP"})
+    r = ObjectRecord("a/s", 1, NO_LABELS, row, b"{}")
+    assert dict(r.fields) == {
+        "metadata.name": "s",
+        "metadata.namespace": "a",
+        "spec.type": "ClusterIP",
+    }
+    assert NO_FIELDS.values == ()
+
+
 def test_field_values_beyond_name_are_shared() -> None:
     a = record(pod("a", node="n1", phase="Running"))
     b = record(pod("b", node="n1", phase="Running"))
     c = record(pod("c", node="n2", phase="Running"))
-    assert a.fields._extra is b.fields._extra
-    assert a.fields._extra is not c.fields._extra
+    assert a.row is b.row
+    assert a.row is not c.row
     assert (a.fields["metadata.name"], b.fields["metadata.name"]) == ("a", "b")

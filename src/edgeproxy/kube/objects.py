@@ -9,7 +9,6 @@ simulator's store and the proxy's cache hold.
 from __future__ import annotations
 
 import re
-import sys
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -95,68 +94,97 @@ def _field_index(rt: ResourceType) -> dict[str, int]:
     return {name: i for i, name in enumerate(names)}
 
 
-class FieldValues(Mapping[str, str]):
-    """An object's field-selector values, read like a read-only dict.
+class FieldRow:
+    """A kind's field-selector values other than name and namespace, shared.
 
-    A pod has a dozen selectable fields; as a dict of fresh strings that was
-    more memory than the pod's JSON. Here the key index is its kind's, and the
-    values other than name and namespace are one tuple that objects with the
-    same values share (`_SharedTuples`).
+    Across a kind these values mostly repeat (a node's pods share nodeName,
+    phase, schedulerName...): 10,000 pods hold a few hundred rows instead of
+    10,000. `index` is the kind's: field -> 0 (name), 1 (namespace),
+    2 + position in `values`.
     """
 
-    __slots__ = ("_extra", "_index", "_name", "_namespace")
+    __slots__ = ("index", "values")
 
-    def __init__(
-        self, index: Mapping[str, int], name: str, namespace: str, extra: tuple[str, ...]
-    ) -> None:
-        self._index = index  # field -> 0 (name), 1 (namespace), 2 + position in `extra`
-        self._name = name
-        self._namespace = namespace
-        self._extra = extra
+    def __init__(self, index: Mapping[str, int], values: tuple[str, ...]) -> None:
+        self.index = index
+        self.values = values
 
-    def _at(self, i: int) -> str:
-        if i >= 2:
-            return self._extra[i - 2]
-        return self._name if i == 0 else self._namespace
-
-    def __getitem__(self, key: str) -> str:
-        return self._at(self._index[key])
-
-    def get(self, key: str, default: Any = None) -> Any:
-        i = self._index.get(key)
-        return default if i is None else self._at(i)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
-
-    def __len__(self) -> int:
-        return len(self._index)
+    @classmethod
+    def of(cls, values: Mapping[str, str]) -> FieldRow:
+        """A row of exactly `values` (records built by hand, as tests do)."""
+        index = {"metadata.name": 0, "metadata.namespace": 1}
+        index.update((name, 2 + i) for i, name in enumerate(values))
+        return cls(index, tuple(values.values()))
 
     def __repr__(self) -> str:
-        return f"FieldValues({dict(self.items())!r})"
+        return f"FieldRow({self.values!r})"
 
 
-class _SharedTuples:
-    """One copy of each recent tuple of field values (a bounded `sys.intern` for tuples).
+# Objects without selectable fields beyond name and namespace (and test records).
+NO_FIELDS = FieldRow.of({})
 
-    Across a kind the values besides name and namespace mostly repeat (a
-    node's pods share nodeName, phase, schedulerName...): 10,000 pods hold a
-    few hundred tuples instead of 10,000. Tuples cannot be weakly referenced,
-    so the table is simply emptied when full; sharing then starts over.
+
+class _SharedRows:
+    """One `FieldRow` per recent tuple of values of one kind (a bounded `sys.intern`).
+
+    Tuples cannot be weakly referenced, so the table is simply emptied when
+    full; sharing then starts over.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, index: Mapping[str, int], limit: int) -> None:
+        self.index = index
         self.limit = limit
-        self._seen: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._seen: dict[tuple[str, ...], FieldRow] = {}
 
-    def share(self, values: tuple[str, ...]) -> tuple[str, ...]:
+    def share(self, values: tuple[str, ...]) -> FieldRow:
         found = self._seen.get(values)
         if found is not None:
             return found
         if len(self._seen) >= self.limit:
             self._seen.clear()
-        self._seen[values] = values
-        return values
+        found = self._seen[values] = FieldRow(self.index, values)
+        return found
+
+
+@cache
+def _shared_rows(rt: ResourceType) -> _SharedRows:
+    # A few thousand distinct rows covers a large cluster's nodes x phases x service accounts.
+    return _SharedRows(_field_index(rt), limit=4096)
+
+
+class FieldValues(Mapping[str, str]):
+    """An object's field-selector values, read like a read-only dict.
+
+    A view made on demand: name and namespace come from the record's key,
+    the rest from its shared `FieldRow`. A pod has a dozen selectable
+    fields; kept per object as strings they were more memory than its JSON.
+    """
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: ObjectRecord) -> None:
+        self._record = record
+
+    def _at(self, i: int) -> str:
+        if i >= 2:
+            return self._record.row.values[i - 2]
+        return self._record.name if i == 0 else self._record.namespace
+
+    def __getitem__(self, key: str) -> str:
+        return self._at(self._record.row.index[key])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._record.row.index.get(key)
+        return default if i is None else self._at(i)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._record.row.index)
+
+    def __len__(self) -> int:
+        return len(self._record.row.index)
+
+    def __repr__(self) -> str:
+        return f"FieldValues({dict(self.items())!r})"
 
 
 class Labels(dict[str, str]):
@@ -204,29 +232,65 @@ class ObjectRecord:
     """One object: identity, selector inputs, and its JSON in list-item form.
 
     `raw` carries no kind/apiVersion (built-in list items omit them, sec. 2.3);
-    `with_type_meta` adds them back for gets and watch events.
+    `with_type_meta` adds them back for gets and watch events. Namespace and
+    name are read off `key` (neither may contain "/"), and field values are a
+    view over `row`: a cache holds one record per object, so every slot
+    counts (10,000 pods: 1.5 MB less than keeping them apart).
     """
 
     key: str
-    namespace: str
-    name: str
     rv: int
     labels: Mapping[str, str]
-    fields: Mapping[str, str]
+    row: FieldRow
     raw: bytes
+
+    @property
+    def namespace(self) -> str:
+        namespace, slash, _ = self.key.partition("/")
+        return namespace if slash else ""
+
+    @property
+    def name(self) -> str:
+        return self.key[self.key.find("/") + 1 :]
+
+    @property
+    def fields(self) -> Mapping[str, str]:
+        return FieldValues(self)
 
 
 NO_LABELS: Mapping[str, str] = Labels()
 
 
-def _share(text: str) -> str:
-    return sys.intern(text) if len(text) <= 64 else text
+class _SharedStrings:
+    """One copy of each recent short string: a bounded, private `sys.intern`.
+
+    Label keys and values and field values repeat across objects ("Running",
+    node names, "app"). `sys.intern` would share them too, but its table lives
+    as long as the interpreter and never shrinks: a cluster's worth of values
+    doubled it (+1 MB with 10,000 pods cached). This one is emptied when full.
+    """
+
+    def __init__(self, limit: int, longest: int) -> None:
+        self.limit = limit
+        self.longest = longest
+        self._seen: dict[str, str] = {}
+
+    def share(self, text: str) -> str:
+        if len(text) > self.longest:
+            return text  # long values rarely repeat
+        found = self._seen.get(text)
+        if found is not None:
+            return found
+        if len(self._seen) >= self.limit:
+            self._seen.clear()
+        self._seen[text] = text
+        return text
 
 
-# Sharing tables for record_from_bytes (the proxy and the simulator each run one loop).
+# The sharing tables of record_from_bytes (the proxy and the simulator each run one loop).
+_STRINGS = _SharedStrings(limit=16_384, longest=64)
+_share = _STRINGS.share
 _LABEL_SETS = _SharedLabels()
-# A few thousand distinct tuples covers a large cluster's nodes x phases x service accounts.
-_FIELD_TUPLES = _SharedTuples(limit=4096)
 
 
 def object_key(namespace: str, name: str) -> str:
@@ -241,21 +305,18 @@ def record_from_bytes(rt: ResourceType, raw: bytes) -> ObjectRecord:
     """
     view = _decoder(rt).decode(raw)
     meta: MetaView = view.metadata
-    namespace = sys.intern(meta.namespace)
+    namespace = meta.namespace
     # Most values repeat across objects ("", "false", "Running", node names).
     extra = tuple(_share(_render(path, _lookup(view, path))) for path in rt.extra_fields.values())
-    fields = FieldValues(_field_index(rt), meta.name, namespace, _FIELD_TUPLES.share(extra))
     try:
         rv = int(meta.resourceVersion) if meta.resourceVersion else 0
     except ValueError:
         rv = 0
     return ObjectRecord(
         key=object_key(namespace, meta.name),
-        namespace=namespace,
-        name=meta.name,
         rv=rv,
         labels=_LABEL_SETS.share(meta.labels),
-        fields=fields,
+        row=_shared_rows(rt).share(extra),
         raw=raw,
     )
 
