@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -79,6 +80,21 @@ async def test_stats_and_batching(journal: Journal) -> None:
     assert stats["bytes"] == sum(range(991, 1001))
     assert stats["commits"] < 10  # coalesced into a few group commits, not 1001
     assert stats["errors"] == 0 and stats["last_commit_seconds"] > 0
+
+
+async def test_a_committed_batch_is_not_held_while_the_writer_waits(journal: Journal) -> None:
+    """After a relist the batch's bytes are the replaced objects: nothing may keep them."""
+    payload = b"x" * 4096 + str(time.monotonic()).encode()  # referenced only here
+    held_here = sys.getrefcount(payload)
+    journal.put_snapshot("s", "1", b"", {"ns/a": payload})
+    assert sys.getrefcount(payload) > held_here  # queued
+    assert await journal.flush()
+    deadline = time.monotonic() + 5
+    # The writer thread lets go just after it answers flush(); no event says when.
+    while sys.getrefcount(payload) > held_here and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    assert sys.getrefcount(payload) == held_here
+    assert as_dict(journal.load())["s"][2] == {"ns/a": payload}
 
 
 async def test_lru_eviction(tmp_path: Path) -> None:

@@ -396,6 +396,9 @@ class Journal:
                     self._pending = batch
                     self._weight = sum(e.weight for e in batch.values())
                     self._first_at = time.monotonic()
+            # Not held while the writer waits for the next batch: after a relist
+            # it would keep the replaced objects' bytes alive until then.
+            del batch
 
     def _resolve(self, seq: int, ok: bool) -> None:
         """Answer flush() waiters covered by the attempt that ended at `seq` (holds _cond)."""
