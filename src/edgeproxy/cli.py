@@ -334,6 +334,10 @@ def run_sim(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from edgeproxy import footprint
+
+    footprint.apply()  # before the server's imports and allocations
+
     from edgeproxy import config as cfg
     from edgeproxy.errors import ConfigError
     from edgeproxy.server.proxyserver import serve_forever

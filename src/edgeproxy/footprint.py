@@ -1,0 +1,70 @@
+"""Process-wide settings that keep `edge-proxy serve`'s resident memory small.
+
+An edge node runs one proxy beside the components it serves, often on a small
+machine, so what the process holds before it caches anything counts as much
+as what each cached object costs. Two settings, both applied before the
+server imports aiohttp or allocates anything large:
+
+- glibc's mmap threshold is fixed at 64 KiB. glibc raises it each time a
+  large mmapped block is freed, up to 32 MiB, so after the first big list
+  every later list body and upstream read lands in the heap, where freed
+  pages stay resident behind live small objects. A fixed threshold returns a
+  body's pages when the body is freed (1-2 MB less with 10,000 Pods cached).
+  Only glibc has this knob; elsewhere nothing changes.
+- frozenlist's compiled module is C++ and maps libstdc++ into the process
+  (0.8 MB resident) for the few lists aiohttp keeps its signal handlers in,
+  read a few times per request. Its pure-Python class is the same API and
+  iterates the same list. Setting `FROZENLIST_NO_EXTENSIONS` (even to "")
+  before starting the proxy keeps the user's choice.
+
+Figures: `bench/README.md`, "memory" (the watchcache suite).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+# glibc's mallopt parameter number (malloc.h).
+_M_MMAP_THRESHOLD = -3
+# CPython's small-object allocator takes blocks of up to 512 bytes and arenas
+# of 1 MiB; 64 KiB keeps object bytes (~1 KiB each) in the heap and every list
+# body or read buffer in a mapping of its own.
+MMAP_THRESHOLD_BYTES = 64 * 1024
+
+
+def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Fix glibc's mmap threshold; False where there is no glibc `mallopt`."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        log.debug("mallopt unavailable; malloc left as is")
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    if mallopt(_M_MMAP_THRESHOLD, threshold) != 1:
+        log.debug("mallopt(M_MMAP_THRESHOLD, %d) refused", threshold)
+        return False
+    return True
+
+
+def prefer_pure_frozenlist() -> bool:
+    """Ask frozenlist for its pure-Python class; False if it is already imported."""
+    if "frozenlist" in sys.modules:
+        return False
+    os.environ.setdefault("FROZENLIST_NO_EXTENSIONS", "1")
+    return True
+
+
+def apply() -> None:
+    """Both settings; call before importing the server."""
+    fix_mmap_threshold()
+    prefer_pure_frozenlist()
