@@ -89,6 +89,7 @@ class Watcher:
     ) -> None:
         self.types = types
         self.namespace = namespace
+        self._key_prefix = namespace + "/"
         self.labels = labels
         self.fields = fields
         self.max_pending = max_pending
@@ -103,9 +104,12 @@ class Watcher:
         self.on_overflow: Callable[[], None] | None = None
 
     def matches(self, record: ObjectRecord) -> bool:
-        if self.namespace and record.namespace != self.namespace:
+        # Runs per event per watcher: a key prefix and no field view unless asked for.
+        if self.namespace and not record.key.startswith(self._key_prefix):
             return False
-        return self.labels.matches(record.labels) and self.fields.matches(record.fields)
+        if not self.labels.matches(record.labels):
+            return False
+        return self.fields.empty or self.fields.matches(record.fields)
 
     def frame_for(self, event: Event) -> bytes | None:
         """Apply the selector transition table (sec. 3.6) to one event."""

@@ -82,7 +82,7 @@ class LocalLists:
         limit = 0 if semantics == "any" else opts.limit
 
         def matches(record: ObjectRecord) -> bool:
-            if namespace and record.namespace != namespace:
+            if prefix and not record.key.startswith(prefix):  # cheaper than .namespace
                 return False
             return labels.matches(record.labels) and fields.matches(record.fields)
 
