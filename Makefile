@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench clean
+.PHONY: demo test lint typecheck unit integration bench bench-tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,9 +32,19 @@ test: lint typecheck
 	$(BIN)/pytest -q
 
 # The benchmark report (bench/README.md): JSON, Markdown and PNG charts in bench/out.
-bench: $(STAMP)
+bench: $(STAMP) bench-tools
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/edge-proxy bench --out bench/out
+
+# The baselines: Debian's nginx-light and wrk. Installed when missing and we may
+# (root with apt-get); otherwise the suites skip those columns and say how to add them.
+bench-tools:
+	@if command -v nginx >/dev/null && command -v wrk >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk; \
+	else \
+		echo "nginx or wrk missing: their columns will be skipped (apt-get install -y nginx-light wrk)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         "suites",
         nargs="*",
         metavar="SUITE",
-        help="challenge, scale, outage, restart, bandwidth, watchcache (default: all)",
+        help="challenge, scale, outage, restart, bandwidth, watchcache, filters (default: all)",
     )
     bench.add_argument(
         "--against",
