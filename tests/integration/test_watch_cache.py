@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import random
 import time
@@ -615,6 +616,41 @@ async def test_cache_first_lists_come_from_the_cache_and_read_your_writes(
         assert cache_lists(proxy) == lists_before + 3 + 40
         assert upstream_list_bytes(proxy) == bytes_before
         assert upstream_watchers(sim) >= 1
+
+
+async def test_large_cached_lists_are_whole_in_both_encodings_on_one_connection(
+    sim: SimProcess,
+    cache_first_proxy: ProxyProcess,
+    make_namespace: MakeNamespace,
+) -> None:
+    """Bodies over 64 KiB are written after their headers (proxy/forward.py `send_body`)."""
+    proxy = cache_first_proxy
+    ns = make_namespace(sim)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as writer:
+        for i in range(150):
+            body = configmap(f"big-{i:03d}", {}, {"blob": f"{i:03d}" * 500})
+            await call(writer, sim.url, "POST", cm_path(ns), body)
+        want = await call(writer, sim.url, "GET", cm_path(ns))
+        async with watching(writer, proxy.url, cm_path(ns)) as stream:
+            await stream.wait(lambda ev: len(ev) >= 150, 10, "the initial ADDED events")
+            lists_before = cache_lists(proxy)
+            # One keep-alive connection, raw bytes: each answer must end where it says.
+            one = aiohttp.TCPConnector(limit=1)
+            async with aiohttp.ClientSession(connector=one, auto_decompress=False) as client:
+                for encoding in ("identity", "gzip", "identity", "gzip"):
+                    headers = {"Accept": "application/json", "Accept-Encoding": encoding}
+                    async with client.get(proxy.url + cm_path(ns), headers=headers) as resp:
+                        raw = await resp.read()
+                        assert resp.status == 200
+                        assert resp.content_length == len(raw)
+                        got_encoding = resp.headers.get("Content-Encoding", "identity")
+                    assert got_encoding == encoding
+                    plain = gzip.decompress(raw) if encoding == "gzip" else raw
+                    assert len(plain) > 128 * 1024  # over the gzip and separate-write sizes
+                    doc = json.loads(plain)
+                    assert names_rvs(doc) == names_rvs(want)
+                    assert doc["items"][7]["data"]["blob"] == "007" * 500
+            assert cache_lists(proxy) == lists_before + 4
 
 
 # -- 6. RV=0 and NotOlderThan lists from a synced reflector ------------------------------

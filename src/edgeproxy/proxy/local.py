@@ -28,6 +28,7 @@ from edgeproxy.kube.resources import ResourceType
 from edgeproxy.kube.table import include_object_option
 from edgeproxy.kube.wire import list_body
 from edgeproxy.metrics import Metrics
+from edgeproxy.proxy.forward import send_body
 
 JSON = "application/json"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -51,7 +52,7 @@ class LocalLists:
         self.metrics = metrics
         self.memo = BodyMemo()
 
-    def serve(
+    async def serve(
         self,
         request: web.Request,
         info: RequestInfo,
@@ -134,7 +135,7 @@ class LocalLists:
             headers["Content-Encoding"] = "gzip"
         self.metrics.client_bytes.labels(served).inc(len(body))
         store.bytes_served += len(body)
-        return web.Response(body=body, headers=headers)
+        return await send_body(request, body, headers)
 
     def render(
         self,

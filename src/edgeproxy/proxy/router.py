@@ -460,7 +460,7 @@ class ProxyRouter:
         ):
             self.cache.reflector_for(store)
             await self._read_your_writes(rt, store)
-            return self.local.serve(
+            return await self.local.serve(
                 request, info, view, opts, labels, fields, choice, semantics
             ), "cache"
         if self.upstream.healthy:
@@ -472,7 +472,7 @@ class ProxyRouter:
                 pass
         if view is None:
             raise _offline(f"a list of {rt.resource}")
-        return self.local.serve(
+        return await self.local.serve(
             request, info, view, opts, labels, fields, choice, semantics, "offline"
         ), "offline"
 
@@ -549,7 +549,7 @@ class ProxyRouter:
                     return await self._send_listed(request, listed, encoding)
                 # Filtered or rendered: the store's memoized answer is this list's.
                 labels, fields = known.scope.labels(), known.scope.fields()
-                return self.local.serve(
+                return await self.local.serve(
                     request,
                     info,
                     self.filters.view_for(known, chain),
@@ -578,7 +578,7 @@ class ProxyRouter:
                 self.cache.reflector_for(store)
             if chain and store.rv == rv and list_semantics(opts) != "exact":
                 # The filtered view follows the store: its answer is this list, filtered.
-                return self.local.serve(
+                return await self.local.serve(
                     request,
                     info,
                     self.filters.view_for(store, chain),
