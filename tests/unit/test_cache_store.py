@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeproxy.cache.broadcast import Event, Watcher
+from edgeproxy.cache.broadcast import Event, Watcher, fan_out
 from edgeproxy.cache.listing import BadUpstreamBody, parse_list, parse_rv, records_of
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore, TooOld
@@ -412,7 +412,7 @@ def test_overflowing_watcher_is_closed_and_dropped() -> None:
     assert slow.closed and slow.close_reason == "watcher fell behind"
     assert len(slow.pending) <= 2
     assert store.watchers == {fast}
-    slow.offer(Event("ADDED", 20, record("late", 20), None))
+    fan_out({slow}, Event("ADDED", 20, record("late", 20), None))
     assert len(slow.pending) <= 2
     store.close_watchers("shutting down")
     assert fast.closed and fast.close_reason == "shutting down" and not store.watchers

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from edgeproxy.cache.broadcast import fan_out
 from edgeproxy.kube.fields import FieldSelector
 from edgeproxy.kube.labels import LabelSelector
 from edgeproxy.kube.objects import ObjectRecord, record_from_bytes
@@ -165,25 +166,44 @@ def test_frames_are_shared_between_watchers() -> None:
     assert watcher().frame_for(ev) is watcher().frame_for(ev)
 
 
-def test_offer_closes_a_watcher_whose_buffer_is_full() -> None:
+def test_fan_out_closes_a_watcher_whose_buffer_is_full() -> None:
     w = watcher(max_pending=2)
+    watchers = {w}
     for rv in (2, 3):
-        w.offer(Event("ADDED", rv, record(f"o{rv}", rv), None))
+        fan_out(watchers, Event("ADDED", rv, record(f"o{rv}", rv), None))
     assert len(w.pending) == 2 and w.close_reason == ""
-    w.offer(Event("ADDED", 4, record("o4", 4), None))
+    fan_out(watchers, Event("ADDED", 4, record("o4", 4), None))
     assert w.closed
     assert w.close_reason == "watcher fell behind"
     assert len(w.pending) == 2
+    assert not watchers  # dropped from the set
     # Closed watchers take nothing more.
-    w.offer(Event("ADDED", 5, record("o5", 5), None))
+    fan_out({w}, Event("ADDED", 5, record("o5", 5), None))
     assert len(w.pending) == 2
 
 
-def test_offer_skips_non_matching_events_without_filling_the_buffer() -> None:
+def test_fan_out_skips_non_matching_events_without_filling_the_buffer() -> None:
     w = watcher("app=web", max_pending=1)
     for rv in range(2, 10):
-        w.offer(Event("ADDED", rv, record(f"o{rv}", rv, {"app": "db"}), None))
+        fan_out({w}, Event("ADDED", rv, record(f"o{rv}", rv, {"app": "db"}), None))
     assert not w.closed and not w.pending
+
+
+def test_fan_out_gives_each_watcher_its_own_answer() -> None:
+    """Selector decisions are shared between equal selectors, never across different ones."""
+    web = [watcher("app=web") for _ in range(3)]
+    db, other_ns, everything = watcher("app=db"), watcher(namespace="other"), watcher()
+    late = watcher("app=web")
+    late.min_rv = 5  # already knows RV 5
+    watchers = {*web, db, other_ns, everything, late}
+    prev = record("a", 4, {"app": "db"})
+    fan_out(watchers, Event("MODIFIED", 5, record("a", 5, {"app": "web"}), prev))
+    types = {id(w): [decode(f)["type"] for f in w.pending] for w in watchers}
+    assert all(types[id(w)] == ["ADDED"] for w in web)  # moved into app=web
+    assert types[id(db)] == ["DELETED"]  # moved out of app=db
+    assert types[id(everything)] == ["MODIFIED"]
+    assert types[id(other_ns)] == [] and types[id(late)] == []
+    assert web[0].pending[0] is web[1].pending[0]  # one frame, shared
 
 
 # -- history, compaction, snapshots --------------------------------------------

@@ -92,6 +92,8 @@ class Watcher:
         self._key_prefix = namespace + "/"
         self.labels = labels
         self.fields = fields
+        # Watchers with equal selectors get the same frame for an event (`fan_out`).
+        self.selector_key = (namespace, str(labels), str(fields))
         self.max_pending = max_pending
         # Events at or below this RV are already known to the client.
         self.min_rv = min_rv
@@ -112,9 +114,15 @@ class Watcher:
         return self.fields.empty or self.fields.matches(record.fields)
 
     def frame_for(self, event: Event) -> bytes | None:
+        """This watcher's frame for one event, if any."""
+        return self.selected_frame(event) if self.wants(event) else None
+
+    def wants(self, event: Event) -> bool:
+        """Whether the event is newer than what the client already knows."""
+        return event.rv > self.min_rv or (event.rv == self.min_rv and event.batch)
+
+    def selected_frame(self, event: Event) -> bytes | None:
         """Apply the selector transition table (sec. 3.6) to one event."""
-        if event.rv < self.min_rv or (event.rv == self.min_rv and not event.batch):
-            return None
         if event.type == "ADDED":
             return event.frame(self.types, "ADDED") if self.matches(event.obj) else None
         if event.type == "DELETED":
@@ -126,14 +134,6 @@ class Watcher:
         if old_match:
             return event.frame(self.types, "DELETED", from_prev=True)
         return None
-
-    def offer(self, event: Event) -> None:
-        if self.closed:
-            return
-        frame = self.frame_for(event)
-        if frame is None:
-            return
-        self.push(frame)
 
     def push(self, frame: bytes) -> None:
         if len(self.pending) >= self.max_pending:
@@ -151,3 +151,24 @@ class Watcher:
             self.closed = True
             self.close_reason = reason
             self.wake.set()
+
+
+def fan_out(watchers: set[Watcher], event: Event) -> None:
+    """Offer one event to every watcher; drop the ones that closed.
+
+    The selector decision is made once per distinct selector, not per watcher:
+    clients of one scope mostly share theirs (100 informers with no selector
+    cost one decision an event, not 100). Only the RV check is per watcher.
+    """
+    decided: dict[tuple[str, str, str], bytes | None] = {}
+    for watcher in list(watchers):
+        if not watcher.closed and watcher.wants(event):
+            key = watcher.selector_key
+            if key in decided:
+                frame = decided[key]
+            else:
+                frame = decided[key] = watcher.selected_frame(event)
+            if frame is not None:
+                watcher.push(frame)
+        if watcher.closed:
+            watchers.discard(watcher)

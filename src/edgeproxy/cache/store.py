@@ -19,7 +19,7 @@ from typing import Protocol
 
 import msgspec
 
-from edgeproxy.cache.broadcast import Event, TypeInfo, Watcher
+from edgeproxy.cache.broadcast import Event, TypeInfo, Watcher, fan_out
 from edgeproxy.cache.rvwait import RVWaiters
 from edgeproxy.cache.scope import Scope
 from edgeproxy.kube.objects import ObjectRecord
@@ -229,10 +229,7 @@ class ScopeStore:
         self.history.append(event)
         while len(self.history) > self.history_limit:
             self.compacted_rv = self.history.popleft().rv
-        for watcher in list(self.watchers):
-            watcher.offer(event)
-            if watcher.closed:
-                self.watchers.discard(watcher)
+        fan_out(self.watchers, event)
         for view in list(self.views.values()):
             view.on_base_event(event)
         return event

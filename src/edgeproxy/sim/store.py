@@ -19,7 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Iterator
 
-from edgeproxy.cache.broadcast import Event, Watcher
+from edgeproxy.cache.broadcast import Event, Watcher, fan_out
 from edgeproxy.cache.rvwait import RVWaiters
 from edgeproxy.cache.store import TooOld
 from edgeproxy.kube.objects import ObjectRecord, record_from_bytes
@@ -71,10 +71,7 @@ class ResourceStore:
         self.history.append(event)
         while len(self.history) > self.history_limit:
             self.compacted_rv = self.history.popleft().rv
-        for watcher in list(self.watchers):
-            watcher.offer(event)
-            if watcher.closed:
-                self.watchers.discard(watcher)
+        fan_out(self.watchers, event)
 
     def compact(self, rv: int) -> None:
         self.history.clear()
