@@ -653,6 +653,19 @@ async def test_large_cached_lists_are_whole_in_both_encodings_on_one_connection(
             assert cache_lists(proxy) == lists_before + 4
 
 
+async def test_an_idle_watch_whose_client_left_is_released(
+    sim: SimProcess, proxy: ProxyProcess, make_namespace: MakeNamespace
+) -> None:
+    """Nothing ever sent on it, no bookmarks: the open-watches gauge still goes back."""
+    ns = make_namespace(sim)
+    async with aiohttp.ClientSession() as client:
+        resp = await client.get(proxy.url + cm_path(ns) + "?watch=true&timeoutSeconds=300")
+        assert resp.status == 200
+        await eventually(lambda: metric(proxy, "edgeproxy_watchers") == 1, 5, "the watch")
+        resp.close()  # the connection goes, no event was ever sent on it
+    await eventually(lambda: metric(proxy, "edgeproxy_watchers") == 0, 9, "its release")
+
+
 # -- 6. RV=0 and NotOlderThan lists from a synced reflector ------------------------------
 
 

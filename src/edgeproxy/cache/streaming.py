@@ -61,6 +61,19 @@ async def stream_watch(
         if on_frame is not None:
             on_frame(len(data))
 
+    # One timer wakes the writer for the deadline, a bookmark or an idle check,
+    # re-armed only when that time changes: a timeout per wait (a timer made and
+    # cancelled per event per watcher) was a sixth of the proxy's fan-out CPU.
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+    timer_at = 0.0
+    next_check = time.monotonic() + idle_check
+
+    def ring() -> None:
+        nonlocal timer
+        timer = None  # fired: the next turn arms it again, even for the same time
+        watcher.wake.set()
+
     try:
         for frame in initial:
             await write(frame)
@@ -75,6 +88,10 @@ async def stream_watch(
             now = time.monotonic()
             if now >= deadline:
                 break
+            if now >= next_check:
+                if transport is None or transport.is_closing():
+                    break  # the client went away while nothing was sent
+                next_check = now + idle_check
             if bookmark is not None and now >= next_bookmark:
                 mark = bookmark()
                 if mark is not None:
@@ -82,19 +99,26 @@ async def stream_watch(
                 next_bookmark = now + interval
                 if deadline - 2 > now:
                     next_bookmark = min(next_bookmark, deadline - 2)
-            wait_until = min(deadline, next_bookmark) if bookmark is not None else deadline
-            wait = max(0.0, min(wait_until - now, idle_check))
+            wake_at = min(deadline, next_check)
+            if bookmark is not None:
+                wake_at = min(wake_at, next_bookmark)
+            if timer is None or wake_at != timer_at:
+                if timer is not None:
+                    timer.cancel()
+                timer = loop.call_at(_loop_time(loop, wake_at), ring)
+                timer_at = wake_at
             watcher.wake.clear()
             if watcher.pending or watcher.closed:
                 continue
-            try:
-                # asyncio.timeout arms a timer; wait_for would also create a task
-                # per wake-up, which dominates CPU when many watchers fan out.
-                async with asyncio.timeout(wait):
-                    await watcher.wake.wait()
-            except TimeoutError:
-                if transport is None or transport.is_closing():
-                    break
+            await watcher.wake.wait()
         await resp.write_eof()
     except (ConnectionResetError, ConnectionError):
         log.debug("watch client went away")
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _loop_time(loop: asyncio.AbstractEventLoop, monotonic_at: float) -> float:
+    """`loop.time()` of a `time.monotonic()` instant (uvloop's clock is its own)."""
+    return loop.time() + (monotonic_at - time.monotonic())
