@@ -85,7 +85,7 @@ class LocalLists:
         def matches(record: ObjectRecord) -> bool:
             if prefix and not record.key.startswith(prefix):  # cheaper than .namespace
                 return False
-            return labels.matches(record.labels) and fields.matches(record.fields)
+            return labels.matches(record.labels) and (fields.empty or fields.matches(record.fields))
 
         gzip_ok = "gzip" in request.headers.get("Accept-Encoding", "")
         include = request.query.get("includeObject", "")

@@ -52,7 +52,10 @@ class RecentWrites:
             if key not in store.objects:
                 if labels is None or fields is None:
                     labels, fields = scope.labels(), scope.fields()
-                if not (labels.matches(record.labels) and fields.matches(record.fields)):
+                if not (
+                    labels.matches(record.labels)
+                    and (fields.empty or fields.matches(record.fields))
+                ):
                     continue
             want = rv
         return want

@@ -262,7 +262,7 @@ class SimApp:
 
     @staticmethod
     def _matches(record: ObjectRecord, labels: LabelSelector, fields: FieldSelector) -> bool:
-        return labels.matches(record.labels) and fields.matches(record.fields)
+        return labels.matches(record.labels) and (fields.empty or fields.matches(record.fields))
 
     def _get(self, request: web.Request, rt: ResourceType, info: RequestInfo) -> web.StreamResponse:
         record = self.store.resource(rt).get(object_key(info.namespace, info.name))
