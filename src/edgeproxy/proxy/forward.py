@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from edgeproxy.proxy import identity
 from edgeproxy.upstream.pool import Upstream
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,26 @@ CHUNK = 64 * 1024
 
 
 def upstream_headers(headers: Mapping[str, str], **overrides: str) -> CIMultiDict[str]:
+    """The headers a client's request carries upstream, for every kind of forwarding.
+
+    The one place that decides whose identity a forwarded request has (pass-
+    through, reads, writes, discovery and upgrades all build their headers
+    here). Today that is always the proxy's: `Upstream` adds its credentials,
+    so the client's own (Authorization) and any identity it asserts
+    (Impersonate-*, X-Remote-*; proxy/identity.py) stop here.
+    """
     out: CIMultiDict[str] = CIMultiDict()
+    stripped: list[str] = []
     for name, value in headers.items():
         lower = name.lower()
         if lower in HOP_BY_HOP or lower in _CLIENT_AUTH:
             continue
+        if identity.is_identity_header(lower):
+            stripped.append(name)
+            continue
         out.add(name, value)
+    if stripped:
+        identity.report_stripped(stripped, headers.get("User-Agent", ""))
     for name, value in overrides.items():
         out[name.replace("_", "-")] = value
     return out

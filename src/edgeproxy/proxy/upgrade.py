@@ -6,9 +6,10 @@ kubectl opens these with `Connection: Upgrade` and either `Upgrade: SPDY/3.1`
 request/response forwarder, so an upgrade gets its own raw connection to the
 cloud apiserver (`Upstream.open_raw`):
 
-1. the client's request head is written as is, minus hop-by-hop headers and
-   the client's credentials, plus the proxy's credentials and the upstream
-   Host (ARCHITECTURE.md sec. 6); a request body, if any, is streamed;
+1. the client's request head is written as is, minus hop-by-hop headers, the
+   client's credentials and identity headers (`forward.upstream_headers`),
+   plus the proxy's credentials and the upstream Host (ARCHITECTURE.md
+   sec. 6); a request body, if any, is streamed;
 2. upstream's response head is read. Anything but `101 Switching Protocols`
    (a 400/403/404 Status, say) is relayed like any other response;
 3. on 101 the client connection is taken over from aiohttp (`_take_over`),
@@ -35,7 +36,7 @@ from multidict import CIMultiDict
 
 from edgeproxy.errors import UpstreamUnreachable
 from edgeproxy.kube import status
-from edgeproxy.proxy.forward import CHUNK, HOP_BY_HOP
+from edgeproxy.proxy.forward import CHUNK, HOP_BY_HOP, upstream_headers
 from edgeproxy.upstream.pool import Upstream
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,12 @@ async def _send_request(
 ) -> None:
     # Headers named in Connection are hop-by-hop too (RFC 9110 sec. 7.6.1).
     named = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
-    drop = HOP_BY_HOP | named | {"authorization"} | {k.lower() for k in extra}
+    drop = named | {k.lower() for k in extra}
     lines = [f"{request.method} {request.raw_path} HTTP/1.1"]
-    lines += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() not in drop]
+    # The same client headers every forwarded request carries (credentials and
+    # identity headers removed), minus what this connection frames itself.
+    kept = upstream_headers(request.headers)
+    lines += [f"{k}: {v}" for k, v in kept.items() if k.lower() not in drop]
     lines += [f"{k}: {v}" for k, v in extra.items()]
     lines += ["Connection: Upgrade", f"Upgrade: {request.headers['Upgrade']}"]
     chunked = request.body_exists and request.content_length is None

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from edgeproxy.kube.resources import ResourceRegistry
-from edgeproxy.sim import seed, tls
+from edgeproxy.sim import identity, seed, tls
 from edgeproxy.sim.app import ADMIN_PREFIX, SimApp, SimSettings, handle_admin
 from edgeproxy.sim.faults import Faults
 from edgeproxy.sim.store import Store
@@ -98,6 +98,8 @@ class SimServer:
             self.bundle = tls.generate_bundle(tls_dir, [cfg.host])
             ssl_context = tls.server_ssl_context(self.bundle)
             middlewares.append(tls.auth_middleware(self.bundle))
+        # After authentication: the user it decided on, impersonation applied.
+        middlewares.append(identity.identity_middleware(cfg.tls, self.faults.gate))
         webapp = web.Application(
             middlewares=middlewares, client_max_size=cfg.settings.max_body_bytes
         )
