@@ -183,9 +183,9 @@ def list_options(info: RequestInfo, query: Mapping[str, str]) -> ListOptions:
 
     Order of checks follows ListResource: integers (400), ListOptions
     validation (422), the named-watch field selector (400), then the storage
-    layer's continue/resourceVersion check (400, lists only). Selector syntax
-    is not checked here; the apiserver checks it between the integers and the
-    422 validation.
+    layer's continue check (400, lists only) and its resourceVersion parse
+    (400 for a list, 500 for a watch). Selector syntax is not checked here;
+    the apiserver checks it between the integers and the 422 validation.
     """
     timeout_seconds = _parse_int64(query.get("timeoutSeconds"))
     limit = _parse_int64(query.get("limit")) or 0
@@ -209,6 +209,8 @@ def list_options(info: RequestInfo, query: Mapping[str, str]) -> ListOptions:
 
     if not watch and continue_token and resource_version not in (None, "0"):
         raise bad_request("specifying resource version is not allowed when using continue")
+    if resource_version is not None:
+        _check_resource_version(resource_version, watch)
 
     return ListOptions(
         label_selector=query.get("labelSelector", ""),
@@ -244,6 +246,60 @@ def list_semantics(opts: ListOptions) -> ListSemantics:
         return "not_older_than"
     # Legacy quirk: RV=N with a limit and no match is an exact read.
     return "exact" if opts.limit > 0 and not opts.watch else "not_older_than"
+
+
+class InvalidResourceVersion(ValueError):
+    """A resourceVersion that is not an etcd revision (a decimal uint64)."""
+
+
+_UINT_RE = re.compile(r"[0-9]+")
+_UINT64_MAX = 2**64 - 1
+
+
+def parse_resource_version(value: str) -> int:
+    """APIObjectVersioner.ParseResourceVersion: "" and "0" are 0, else ParseUint base 10.
+
+    Stricter than int(): no sign, no spaces, no underscores, no non-ASCII
+    digits, at most 2^64-1. The error text is the apiserver's field error.
+    """
+    if value in ("", "0"):
+        return 0
+    if not _UINT_RE.fullmatch(value):
+        problem = "invalid syntax"
+    elif int(value) > _UINT64_MAX:
+        problem = "value out of range"
+    else:
+        return int(value)
+    quoted = go_quote(value)
+    raise InvalidResourceVersion(
+        f"resourceVersion: Invalid value: {quoted}: strconv.ParseUint: parsing {quoted}: {problem}"
+    )
+
+
+def check_get_options(query: Mapping[str, str]) -> None:
+    """GetOptions as the get handler decodes them: only resourceVersion counts.
+
+    List parameters on a get are ignored, not validated. An unparsable RV
+    fails in the watch cache's Get with the same bare 500 as a watch's.
+    """
+    rv = query.get("resourceVersion")
+    if rv:
+        _check_resource_version(rv, watch=True)
+
+
+def _check_resource_version(value: str, watch: bool) -> None:
+    """Reject an RV the storage layer cannot parse, with the apiserver's answer.
+
+    A list meets storage.ValidateListOptions, a 400 BadRequest. A watch meets
+    the watch cache's bare parse error, which the apiserver renders as a 500
+    without a reason (kubernetes issue #139485) - odd, but it is the answer.
+    """
+    try:
+        parse_resource_version(value)
+    except InvalidResourceVersion as exc:
+        if watch:
+            raise StatusError(500, "", str(exc)) from None
+        raise bad_request(f"invalid resource version: {exc}") from None
 
 
 Cause = tuple[str, str, str]

@@ -45,8 +45,9 @@ class StatusError(Exception):
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
         }
+        if self.reason:  # StatusReasonUnknown is "", omitted like any empty field
+            status["reason"] = self.reason
         if self.details or self._render_details:
             status["details"] = self.details
         status["code"] = self.code

@@ -80,6 +80,12 @@ class LocalLists:
                 raise status.expired("The resourceVersion for the provided list is too old.")
             if wanted > store.rv:
                 raise status.too_large_resource_version(wanted, store.rv)
+        elif semantics == "not_older_than":
+            # Online this store was checked or waited for; offline it cannot catch
+            # up, and older data is not an answer to "not older than" (sec. 2.1).
+            wanted = int(opts.resource_version or "0")
+            if wanted > store.rv:
+                raise status.too_large_resource_version(wanted, store.rv)
         limit = 0 if semantics == "any" else opts.limit
 
         def matches(record: ObjectRecord) -> bool:

@@ -50,6 +50,7 @@ from edgeproxy.kube.objects import (
 from edgeproxy.kube.request import (
     ListOptions,
     RequestInfo,
+    check_get_options,
     list_options,
     list_semantics,
     request_info,
@@ -164,12 +165,13 @@ class ProxyRouter:
         rt = self.cache.resource_type(
             info.api_group, info.api_version, info.resource, namespaced=bool(info.namespace)
         )
-        if info.verb in ("get", "list", "watch") and not info.subresource:
+        if info.verb in ("list", "watch"):
             opts = list_options(info, request.query)
             if info.verb == "watch":
                 return await self._watch(request, info, rt, opts), "cache"
-            if info.verb == "list":
-                return await self._list(request, info, rt, opts)
+            return await self._list(request, info, rt, opts)
+        if info.verb == "get" and not info.subresource:
+            check_get_options(request.query)  # a get ignores list parameters
             return await self._get(request, info, rt)
         return await self._write(request, info, rt)
 

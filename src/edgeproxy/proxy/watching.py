@@ -24,7 +24,7 @@ from edgeproxy.kube.labels import LabelSelector
 from edgeproxy.kube.negotiation import MediaChoice
 from edgeproxy.kube.objects import with_type_meta
 from edgeproxy.kube.render import WatchFrameConverter
-from edgeproxy.kube.request import ListOptions
+from edgeproxy.kube.request import ListOptions, parse_resource_version
 from edgeproxy.kube.status import StatusError
 from edgeproxy.kube.table import include_object_option
 from edgeproxy.kube.wire import bookmark
@@ -53,17 +53,16 @@ async def serve_watch(
     rv_param = opts.resource_version or ""
     min_rv = 0
     if rv_param not in ("", "0"):
-        try:
-            min_rv = int(rv_param)
-        except ValueError:
-            raise status.bad_request(f"invalid resource version: {rv_param!r}") from None
+        min_rv = parse_resource_version(rv_param)  # list_options checked it
+    refused: StatusError | None = None
     if opts.send_initial_events and min_rv > store.rv:
         # Initial events "not older than N" need every change up to N applied:
         # the ones in between would be skipped as already known (sec. 3.8, 2.1).
         if link_up:
             await store.wait_for_rv(min_rv, settings.rv_wait)
         if store.rv < min_rv:
-            raise status.too_large_resource_version(min_rv, store.rv)
+            # As kube-apiserver's cacher: an ERROR event in a 200 stream, not a 504.
+            refused = status.too_large_resource_version(min_rv, store.rv)
     watcher = Watcher(
         store.types, namespace, labels, fields, settings.watcher_buffer, min_rv=min_rv
     )
@@ -71,7 +70,7 @@ async def serve_watch(
         # A client that stopped reading blocks the writer; cut it off.
         watcher.on_overflow = request.transport.abort
     initial: list[bytes] = []
-    expired: StatusError | None = None
+    expired: StatusError | None = refused
     legacy_initial = opts.send_initial_events is None and rv_param in ("", "0")
     if opts.send_initial_events or legacy_initial:
         initial = [

@@ -32,8 +32,10 @@ from edgeproxy.kube.render import WatchFrameConverter, render_list
 from edgeproxy.kube.request import (
     ListOptions,
     RequestInfo,
+    check_get_options,
     list_options,
     list_semantics,
+    parse_resource_version,
     request_info,
 )
 from edgeproxy.kube.resources import ResourceRegistry, ResourceType
@@ -151,10 +153,11 @@ class SimApp:
                 raise status.not_found_path()
             info = dataclasses.replace(info, namespace="")
         verb = info.verb
-        if verb in ("get", "list", "watch"):
+        if verb == "get":
+            check_get_options(query)  # a get ignores list parameters
+            return self._get(request, rt, info)
+        if verb in ("list", "watch"):
             opts = list_options(info, query)
-            if verb == "get":
-                return self._get(request, rt, info)
             if verb == "list":
                 return await self._list(request, rt, info, opts)
             return await self._watch(request, rt, info, opts)
@@ -298,17 +301,17 @@ class SimApp:
         return _json_response(_encode(doc), code, choice.content_type)
 
     async def _await_rv(self, rv: int) -> None:
+        """The watch cache's waitUntilFreshAndBlock: up to 3 s, then 504 (sec. 2.1)."""
         if not await self.store.wait_for_rv(rv, self.settings.rv_wait_seconds):
             raise status.too_large_resource_version(rv, self.store.rv)
 
-    @staticmethod
-    def _parse_rv(value: str) -> int:
-        try:
-            rv = int(value)
-            if rv < 0:
-                raise ValueError(value)
-        except ValueError:
-            raise status.bad_request(f"invalid resource version: {value!r}") from None
+    def _exact_rv(self, value: str) -> int:
+        """An Exact read goes to etcd, which refuses a future revision at once."""
+        rv = parse_resource_version(value)
+        if rv > self.store.rv:
+            # etcd's ErrFutureRev, passed on unconverted: a 500 without a reason
+            # (kubernetes issue #132358), not the watch cache's 504.
+            raise StatusError(500, "", "etcdserver: mvcc: required revision is a future revision")
         return rv
 
     async def _list(
@@ -333,8 +336,7 @@ class SimApp:
             except TooOld:
                 raise expired_continue(start_key) from None
         elif semantics == "exact":
-            snapshot_rv = self._parse_rv(opts.resource_version or "")
-            await self._await_rv(snapshot_rv)
+            snapshot_rv = self._exact_rv(opts.resource_version or "")
             try:
                 objects = res.snapshot(snapshot_rv)
             except TooOld:
@@ -343,7 +345,7 @@ class SimApp:
                 ) from None
         else:
             if semantics == "not_older_than":
-                await self._await_rv(self._parse_rv(opts.resource_version or ""))
+                await self._await_rv(parse_resource_version(opts.resource_version or ""))
             if semantics == "any":
                 limit = 0  # the watch cache ignores limit for RV=0 (sec. 2.1)
             snapshot_rv = self.store.rv
@@ -423,8 +425,12 @@ class SimApp:
         initial: list[bytes] = []
         expired: StatusError | None = None
         if opts.send_initial_events:
-            if rv_param not in ("", "0"):
-                await self._await_rv(self._parse_rv(rv_param))
+            try:
+                # Only a watch-list waits for a too-new RV, and fails inside the
+                # 200 stream: the cacher returns an error watcher (cacher.go Watch).
+                await self._await_rv(parse_resource_version(rv_param))
+            except StatusError as too_new:
+                expired = too_new
             initial = self._initial_events(watcher, res.objects)
             if opts.allow_watch_bookmarks:
                 initial.append(
@@ -436,8 +442,11 @@ class SimApp:
             if opts.send_initial_events is None:
                 initial = self._initial_events(watcher, res.objects)
         else:
-            since = self._parse_rv(rv_param)
-            await self._await_rv(since)
+            # A too-new RV is not waited for: the stream opens and stays quiet
+            # until events newer than it arrive (api-concepts "Unavailable
+            # resource versions"; the cacher starts the watch at the asked RV).
+            since = parse_resource_version(rv_param)
+            watcher.min_rv = since
             try:
                 initial = [f for e in res.events_after(since) if (f := watcher.frame_for(e))]
             except TooOld as too_old:
