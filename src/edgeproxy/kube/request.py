@@ -151,6 +151,31 @@ def request_info(method: str, path: str, query: Mapping[str, str]) -> RequestInf
     )
 
 
+# apimachinery path.NameMayNotBe / NameMayNotContain.
+_NAME_MAY_NOT_BE = (".", "..")
+_NAME_MAY_NOT_CONTAIN = ("/", "%")
+# Verbs whose storage key is built from the name (registry NamespaceKeyFunc).
+_KEYED_VERBS = frozenset({"get", "update", "patch", "delete"})
+
+
+def check_name(info: RequestInfo) -> None:
+    """Refuse a name that cannot be a storage key, as the registry's KeyFunc does.
+
+    `configmaps/..` reaches the get handler with the name "..", which
+    kube-apiserver refuses with a 400; it never resolves the dot segment to
+    another resource. (A path whose segments after the name match no route,
+    like `configmaps/../secrets`, is a 404 before any name is looked at.)
+    """
+    if info.verb not in _KEYED_VERBS or not info.name:
+        return
+    if info.name in _NAME_MAY_NOT_BE:
+        problems = [f"may not be '{info.name}'"]
+    else:
+        problems = [f"may not contain '{c}'" for c in _NAME_MAY_NOT_CONTAIN if c in info.name]
+    if problems:
+        raise bad_request(f"Name parameter invalid: {go_quote(info.name)}: {';'.join(problems)}")
+
+
 def _no_kind_error(path: str) -> StatusError:
     # The apiserver's WithRequestInfo filter answers this as text/plain
     # 'Internal Server Error: "<uri>": <message>' (responsewriters.InternalError).

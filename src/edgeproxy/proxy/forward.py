@@ -43,6 +43,17 @@ _CLIENT_AUTH = frozenset({"authorization"})
 CHUNK = 64 * 1024
 
 
+def upstream_target(request: web.Request) -> str:
+    """The path and query as the client sent them, still percent-encoded.
+
+    Not `path_qs`: that is decoded (`%2F` becomes a separator, `%26` in a
+    selector a new parameter), and a decoded path given to the HTTP client is
+    dot-segment normalized (`configmaps/../secrets` becomes `secrets`).
+    Upstream must read the very path the proxy routed, as kube-apiserver does.
+    """
+    return request.rel_url.raw_path_qs
+
+
 def upstream_headers(headers: Mapping[str, str], **overrides: str) -> CIMultiDict[str]:
     """The headers a client's request carries upstream, for every kind of forwarding.
 
@@ -185,7 +196,7 @@ async def passthrough(
     headers = upstream_headers(request.headers)
     body = await stream_body(request)
     resp = await upstream.request(
-        request.method, request.path_qs, headers=headers, data=body, read_timeout=None
+        request.method, upstream_target(request), headers=headers, data=body, read_timeout=None
     )
     async with resp:
         return await relay(request, resp, on_bytes=on_bytes)

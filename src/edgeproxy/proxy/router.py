@@ -51,6 +51,7 @@ from edgeproxy.kube.request import (
     ListOptions,
     RequestInfo,
     check_get_options,
+    check_name,
     list_options,
     list_semantics,
     request_info,
@@ -162,6 +163,10 @@ class ProxyRouter:
             # kube-apiserver's router matches no route for an empty segment; read
             # as a resource request, `/namespaces//pods` would mean "all namespaces".
             raise status.not_found_path()
+        if not info.subresource:
+            # `configmaps/..` is a 400, as in the registry; with a subresource the
+            # path may match no route upstream (a 404), so upstream answers it.
+            check_name(info)
         rt = self.cache.resource_type(
             info.api_group, info.api_version, info.resource, namespaced=bool(info.namespace)
         )
@@ -243,7 +248,11 @@ class ProxyRouter:
         headers = forward.upstream_headers(request.headers)
         body = await forward.stream_body(request)
         resp = await self.upstream.request(
-            request.method, request.path_qs, headers=headers, data=body, read_timeout=None
+            request.method,
+            forward.upstream_target(request),
+            headers=headers,
+            data=body,
+            read_timeout=None,
         )
         async with resp:
             if (
@@ -292,7 +301,8 @@ class ProxyRouter:
             and not await self.upstream.wait_confirmed(self.settings.startup_probe_wait)
         ):
             raise _Fallback()
-        task = asyncio.ensure_future(self.upstream.request("GET", request.path_qs, headers=headers))
+        target = forward.upstream_target(request)
+        task = asyncio.ensure_future(self.upstream.request("GET", target, headers=headers))
         try:
             return await self._await_read(task, cached=cached)
         except BaseException:

@@ -33,6 +33,7 @@ from edgeproxy.kube.request import (
     ListOptions,
     RequestInfo,
     check_get_options,
+    check_name,
     list_options,
     list_semantics,
     parse_resource_version,
@@ -143,6 +144,7 @@ class SimApp:
             raise status.not_found_path()
         if info.subresource and info.subresource not in rt.subresources:
             raise status.not_found_path()
+        check_name(info)  # after routing: `configmaps/../secrets` is a 404, `configmaps/..` a 400
         if rt.namespaced and info.name and not info.namespace and info.verb not in ("watch",):
             raise status.not_found_path()
         if not rt.namespaced and info.namespace:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 
 from edgeproxy.errors import UpstreamUnreachable
 
@@ -226,6 +227,9 @@ class Upstream:
     ) -> aiohttp.ClientResponse:
         """Send a request to a healthy server; the caller must release the response.
 
+        `path_qs` is sent as it is, already percent-encoded: never decoded,
+        re-encoded or dot-segment normalized, so upstream reads the very path
+        the client sent (`configmaps/../secrets` stays that, not `secrets`).
         Raises UpstreamUnreachable when no server could be reached. Idempotent
         requests (no body) move on to the next server after a connection error.
         """
@@ -257,7 +261,7 @@ class Upstream:
             try:
                 resp = await self._session.request(
                     method,
-                    server.url + path_qs,
+                    yarl.URL(server.url + path_qs, encoded=True),
                     headers=merged,
                     data=data,
                     timeout=attempt_timeout,
