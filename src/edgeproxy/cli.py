@@ -232,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-cache-bytes", type=int, metavar="N", help="disk bound of the cache (LRU eviction)"
     )
     serve.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="client connections open at once; at the cap the longest-open idle one is "
+        "closed (default 4096, lowered to fit the open-file limit)",
+    )
+    serve.add_argument(
         "--upstream-strategy",
         metavar="failover|round-robin",
         help="how several --server-addr are used (default failover)",

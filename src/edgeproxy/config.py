@@ -56,6 +56,10 @@ class ServeConfig:
     cache_first_resources: tuple[str, ...] = ()
     # Disk bound of the journal; least recently used scopes are evicted past it.
     max_cache_bytes: int | None = None
+    # Client connections open at once (server/connections.py; lowered to fit the
+    # open-file limit). A node's components use tens; 4,096 leaves ample room
+    # and bounds what a local process can make the proxy hold.
+    max_connections: int = 4096
     upstream_strategy: str = "failover"
     # Seconds between /readyz probes; black-hole detection takes about 2 probe timeouts.
     probe_interval: float = 0.5
@@ -86,6 +90,7 @@ _KEYS: Mapping[str, str] = {
     "consistency": "consistency",
     "cacheFirstResources": "cache_first_resources",
     "maxCacheBytes": "max_cache_bytes",
+    "maxConnections": "max_connections",
     "upstreamStrategy": "upstream_strategy",
     "probeInterval": "probe_interval",
     "fallbackAfter": "fallback_after",
@@ -121,6 +126,10 @@ def convert(attr: str, value: Any, where: str) -> Any:
                 raise ValueError("must be true or false")
             return value
         if kind == "int | None":
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError("must be a positive integer")
+            return value
+        if kind == "int":
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError("must be a positive integer")
             return value

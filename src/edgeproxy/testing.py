@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,11 @@ class ProxyProcess:
         workdir: Path | None = None,
         port: int | None = None,
         admin_port: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="edge-proxy-serve-"))
+        # Runs in the child before exec, e.g. to lower its resource limits.
+        self.preexec_fn = preexec_fn
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cache_dir = cache_dir or self.workdir / "cache"
         self.upstream_kubeconfig = upstream_kubeconfig
@@ -170,7 +174,9 @@ class ProxyProcess:
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         started = time.monotonic()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=env, preexec_fn=self.preexec_fn
+        )
         deadline = started + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -14,7 +14,6 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
@@ -26,7 +25,9 @@ from edgeproxy.metrics import Metrics
 from edgeproxy.proxy.filtering import FilterRuntime
 from edgeproxy.proxy.router import ProxyRouter
 from edgeproxy.proxy.settings import ProxySettings
+from edgeproxy.server import openfiles
 from edgeproxy.server.admin import admin_app
+from edgeproxy.server.connections import Listener, ListenerLimits
 from edgeproxy.storage.journal import Journal
 from edgeproxy.upstream import credentials
 from edgeproxy.upstream.pool import Upstream, UpstreamSettings
@@ -46,7 +47,7 @@ class ProxyServer:
     def __post_init__(self) -> None:
         self.metrics = Metrics()
         self.registry = ResourceRegistry()
-        self._runners: list[web.AppRunner] = []
+        self._listeners: list[Listener] = []
         self.port = 0
         self.admin_port = 0
         self.journal: Journal | None = None
@@ -129,33 +130,39 @@ class ProxyServer:
 
         client = web.Application(client_max_size=0)
         client.router.add_route("*", "/{tail:.*}", self.router.handle)
-        runner = web.AppRunner(
-            client, access_log=None, handler_cancellation=True, shutdown_timeout=2.0
+        # Each listener has its own connection cap (server/connections.py), so a
+        # flood of client connections leaves health checks and metrics answering.
+        cap = openfiles.client_connection_cap(cfg.max_connections, openfiles.open_file_limit())
+        listener = Listener(
+            client,
+            ListenerLimits("client", cap),
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=2.0,
         )
-        await runner.setup()
-        self._runners.append(runner)
+        self._listeners.append(listener)
         host, port = _split(cfg.listen)
         # A node's components reconnect together after a restart; kube-apiserver
         # listens with the system maximum backlog, aiohttp's default is 128.
-        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
-        await site.start()
-        self.port = _bound_port(site)
+        self.port = await listener.start(host, port, backlog=1024)
 
         stats = self.journal.stats if self.journal is not None else dict
         admin = admin_app(self.upstream, self.cache, self.metrics, stats, self.filters.debug)
-        admin_runner = web.AppRunner(admin, access_log=None)
-        await admin_runner.setup()
-        self._runners.append(admin_runner)
+        admin_listener = Listener(
+            admin, ListenerLimits("admin", openfiles.ADMIN_MAX_CONNECTIONS), access_log=None
+        )
+        self._listeners.append(admin_listener)
         ahost, aport = _split(cfg.admin_listen)
-        asite = web.TCPSite(admin_runner, ahost, aport, reuse_address=True)
-        await asite.start()
-        self.admin_port = _bound_port(asite)
+        self.admin_port = await admin_listener.start(ahost, aport)
         log.info(
-            "edge-proxy serving on %s:%d (admin %s:%d), upstream %s, %d objects from the journal in %.0f ms",
+            "edge-proxy serving on %s:%d (admin %s:%d, at most %d and %d connections), "
+            "upstream %s, %d objects from the journal in %.0f ms",
             host,
             self.port,
             ahost,
             self.admin_port,
+            cap,
+            openfiles.ADMIN_MAX_CONNECTIONS,
             ", ".join(creds.servers),
             self.cache.loaded_objects,
             (time.monotonic() - started) * 1000,
@@ -165,18 +172,14 @@ class ProxyServer:
         log.info("shutting down")
         for store in self.cache.stores.values():
             store.close_watchers("proxy shutting down")
-        for runner in self._runners:
-            await runner.cleanup()
+        for listener in self._listeners:
+            await listener.cleanup()
         await self.cache.close()
         await self.upstream.close()
 
 
-def _bound_port(site: web.TCPSite) -> int:
-    server: Any = site._server
-    return int(server.sockets[0].getsockname()[1])
-
-
 async def serve_forever(config: ServeConfig) -> None:
+    openfiles.raise_open_file_limit()  # before any connection: the caps are derived from it
     server = ProxyServer(config)
     await server.start()
     print(

@@ -104,7 +104,15 @@ class SimServer:
             middlewares=middlewares, client_max_size=cfg.settings.max_body_bytes
         )
         webapp.router.add_route("*", "/{tail:.*}", self.app.handle)
-        self._runner = web.AppRunner(webapp, access_log=None, handler_cancellation=True)
+        # kube-apiserver reads a request line and headers of up to 1 MiB in all
+        # (Go's MaxHeaderBytes): a long label selector is a long URL.
+        self._runner = web.AppRunner(
+            webapp,
+            access_log=None,
+            handler_cancellation=True,
+            max_line_size=1 << 20,
+            max_field_size=1 << 20,
+        )
         await self._runner.setup()
         self._ssl_context = ssl_context
         await self._open_site()
