@@ -355,6 +355,30 @@ async def test_rv_too_new_waits_then_504(api: Api) -> None:
     }
 
 
+async def test_exact_read_of_a_future_rv_is_etcds_500_at_once(api: Api) -> None:
+    # An Exact read goes to etcd (shouldDelegateList), which refuses a future
+    # revision without waiting; kube-apiserver passes the error on as a bare 500.
+    wanted = await api.current_rv() + 10_000
+    for query in (
+        f"resourceVersion={wanted}&resourceVersionMatch=Exact",
+        f"resourceVersion={wanted}&limit=5",  # the legacy exact read
+    ):
+        started = time.monotonic()
+        code, doc = await api.get(f"{api.cm_path()}?{query}")
+        assert time.monotonic() - started < 2.5
+        assert (code, doc) == (
+            500,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": "etcdserver: mvcc: required revision is a future revision",
+                "code": 500,
+            },
+        )
+
+
 async def test_rv_slightly_ahead_is_served_once_reached(api: Api) -> None:
     current = await api.current_rv()
     pending = asyncio.ensure_future(api.get(f"{api.cm_path()}?resourceVersion={current + 1}"))
@@ -1284,3 +1308,31 @@ async def test_health(api: Api, path: str) -> None:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
         assert await resp.text() == "ok"
+
+
+# -- bodies nested past what a JSON decoder reads (Finding 10) ---------------------------
+
+
+def _nested(levels: int) -> bytes:
+    """A ConfigMap whose data holds arrays `levels` deep (2 more for the objects)."""
+    return b'{"metadata":{"name":"deep"},"data":{"a":' + b"[" * levels + b"]" * levels + b"}}"
+
+
+async def test_body_nested_past_go_max_depth_is_a_400(api: Api) -> None:
+    headers = {"Content-Type": "application/json"}
+    code, doc, _ = await api.request("POST", api.cm_path(), data=_nested(10_000), headers=headers)
+    # kube-apiserver's scanner stops at 10,000 levels while reading kind/apiVersion.
+    assert (code, doc["reason"]) == (400, "BadRequest"), doc
+    assert doc["message"] == (
+        "the object provided is unrecognized (must be of type ConfigMap): couldn't get "
+        "version/kind; json parse error: invalid character '[' exceeded max depth "
+        '({"metadata":{"name":"deep"},"d ...)'
+    )
+    # Deeper than the simulator's decoder, within Go's: still a Status, never a 500.
+    code, doc, _ = await api.request("POST", api.cm_path(), data=_nested(3_000), headers=headers)
+    assert (code, doc["kind"]) == (400, "Status"), doc
+    code, doc, _ = await api.request(
+        "PUT", api.cm_path("deep"), data=_nested(20_000), headers=headers
+    )
+    assert code == 400, doc
+    assert (await api.get("/healthz"))[0] == 200

@@ -121,3 +121,20 @@ def test_field_values_beyond_name_are_shared() -> None:
     assert a.row is b.row
     assert a.row is not c.row
     assert (a.fields["metadata.name"], b.fields["metadata.name"]) == ("a", "b")
+
+
+def test_an_object_as_deep_as_kube_apiserver_reads_is_recorded() -> None:
+    # kube-apiserver stores objects up to 10,000 levels deep; msgspec alone
+    # gives up near Python's recursion limit (1,000) with a RecursionError,
+    # which broke the list, the reflector and read-your-writes for such objects.
+    rt = ResourceRegistry().get("", "v1", "configmaps")
+    assert rt is not None
+    levels = 9_990
+    raw = (
+        b'{"metadata":{"name":"deep","namespace":"d","resourceVersion":"7"},"data":{"a":'
+        + b"[" * levels
+        + b"]" * levels
+        + b"}}"
+    )
+    record = record_from_bytes(rt, raw)
+    assert (record.key, record.rv) == ("d/deep", 7)

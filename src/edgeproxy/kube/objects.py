@@ -9,6 +9,7 @@ simulator's store and the proxy's cache hold.
 from __future__ import annotations
 
 import re
+import sys
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -298,12 +299,36 @@ def object_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}" if namespace else name
 
 
+# kube-apiserver's JSON decoder reads objects up to 10,000 levels deep.
+_KUBE_MAX_DEPTH = 10_000
+
+
+def _decode_deep(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
+    """Decode an object nested deeper than Python's recursion limit allows msgspec.
+
+    msgspec counts every nesting level (even of skipped fields) against the
+    recursion limit, 1,000 by default; a custom resource kube-apiserver
+    accepted can be ten times deeper, and must not break its list or watch.
+    The limit is lifted for this one decode only (msgspec's C frames are
+    small); anything deeper than kube-apiserver itself reads still fails.
+    """
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(old + _KUBE_MAX_DEPTH + 100)
+    try:
+        return decoder.decode(raw)
+    finally:
+        sys.setrecursionlimit(old)
+
+
 def record_from_bytes(rt: ResourceType, raw: bytes) -> ObjectRecord:
     """Parse the selectable parts of one object; `raw` must be list-item form.
 
     Raises msgspec.DecodeError / ValidationError for bodies that are not objects.
     """
-    view = _decoder(rt).decode(raw)
+    try:
+        view = _decoder(rt).decode(raw)
+    except RecursionError:
+        view = _decode_deep(_decoder(rt), raw)
     meta: MetaView = view.metadata
     namespace = meta.namespace
     # Most values repeat across objects ("", "false", "Running", node names).

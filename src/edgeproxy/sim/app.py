@@ -168,12 +168,12 @@ class SimApp:
             if info.name or info.subresource:
                 raise status.method_not_allowed(f"create is not supported on {info.path}")
             body = await self._read_body(request)
-            obj = decode_body(body, request.headers.get("Content-Type"))
+            obj = decode_body(body, request.headers.get("Content-Type"), rt.kind)
             raw = self.ops.create(rt, info.namespace, obj, dry_run=dry_run)
             return self._object_response(request, rt, raw, code=201)
         if verb == "update":
             body = await self._read_body(request)
-            obj = decode_body(body, request.headers.get("Content-Type"))
+            obj = decode_body(body, request.headers.get("Content-Type"), rt.kind)
             raw = self.ops.update(
                 rt, info.namespace, info.name, obj, subresource=info.subresource, dry_run=dry_run
             )
@@ -226,7 +226,7 @@ class SimApp:
         body = await self._read_body(request)
         if not body.strip():
             return {}
-        obj = decode_body(body, request.headers.get("Content-Type"))
+        obj = decode_body(body, request.headers.get("Content-Type"), "DeleteOptions")
         return obj
 
     # -- non-resource paths ------------------------------------------------
