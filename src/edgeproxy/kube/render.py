@@ -10,6 +10,7 @@ PartialObjectMetadata, and ERROR events pass unchanged (k8s-api-semantics.md sec
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -64,8 +65,12 @@ def render_list(
     list_meta: dict[str, Any],
     choice: MediaChoice,
     include_object: IncludeObject,
+    now: datetime | None = None,
 ) -> dict[str, Any] | None:
-    """Objects (list-item form) as a Table or PartialObjectMetadataList; None for other forms."""
+    """Objects (list-item form) as a Table or PartialObjectMetadataList; None for other forms.
+
+    A Table's AGE and other relative times are as of `now` (default: this moment).
+    """
     if choice.form not in ("table", "partial"):
         return None
     objs = [msgspec.json.decode(with_type_meta(raw, rt.kind, rt.api_version)) for raw in raws]
@@ -76,5 +81,6 @@ def render_list(
             list_meta=list_meta,
             api_version=choice.meta_api_version,
             include_object=include_object,
+            now=now,
         )
     return partial_object_metadata_list(objs, list_meta, choice.meta_api_version)

@@ -8,6 +8,8 @@ its finished bytes (gzipped when the client accepts gzip and the body is over
 from __future__ import annotations
 
 import gzip
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -95,6 +97,10 @@ class LocalLists:
 
         gzip_ok = "gzip" in request.headers.get("Accept-Encoding", "")
         include = request.query.get("includeObject", "")
+        # A Table's AGE is as of the request, as kube-apiserver renders it: a
+        # Table is memoized per second (ages are whole seconds since whole-second
+        # timestamps, so the second a request falls in fixes every age).
+        second = int(time.time()) if choice.form == "table" else 0
         memo_key = (
             store.scope,
             store.view_key,
@@ -109,6 +115,7 @@ class LocalLists:
             choice.meta_api_version,
             include,
             gzip_ok,
+            second,
         )
         body = self.memo.get(memo_key)
         if body is None:
@@ -132,7 +139,10 @@ class LocalLists:
                     remaining_item_count=page.remaining,
                 )
             else:
-                body = self._render_body(rt, rv, page.continue_token, page.items, choice, include)
+                now = datetime.fromtimestamp(second, UTC) if second else None
+                body = self._render_body(
+                    rt, rv, page.continue_token, page.items, choice, include, now
+                )
             if gzip_ok and len(body) > GZIP_MIN:
                 body = gzip.compress(body, compresslevel=1)
             self.memo.put(memo_key, body)
@@ -165,13 +175,14 @@ class LocalLists:
         items: list[ObjectRecord],
         choice: MediaChoice,
         include: str,
+        now: datetime | None = None,
     ) -> bytes:
         """A list as a Table or PartialObjectMetadataList, rendered here."""
         list_meta: dict[str, Any] = {"resourceVersion": rv}
         if token:
             list_meta["continue"] = token
         doc = render_list(
-            rt, (r.raw for r in items), list_meta, choice, include_object_option(include)
+            rt, (r.raw for r in items), list_meta, choice, include_object_option(include), now
         )
         if doc is None:
             raise status.not_acceptable(
