@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from edgeproxy.controlplane import ControlPlane
 from edgeproxy.testing import SimProcess
 
 
@@ -40,6 +41,20 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
 def sim_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
     """An HTTPS simulator (client certificate or bearer token) shared by one module."""
     proc = SimProcess(tls=True, workdir=tmp_path_factory.mktemp("sim-tls"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The real control plane (etcd + kube-apiserver), shared by the whole session.
+
+    Built by k8s/build.sh on first use (minutes on a cold machine, then cached);
+    tests isolate themselves by namespace, as with the simulator.
+    """
+    proc = ControlPlane(workdir=tmp_path_factory.mktemp("real"))
     try:
         yield proc
     finally:

@@ -26,9 +26,11 @@ Api = Callable[..., Any]
 SslFor = Callable[[SimProcess], ssl.SSLContext | None]
 
 
-@pytest.fixture(params=["http", "tls"])
+@pytest.fixture(params=["http", "tls", "real"])
 def target(request: pytest.FixtureRequest) -> SimProcess:
-    sim: SimProcess = request.getfixturevalue("sim" if request.param == "http" else "sim_tls")
+    """The simulator over HTTP and HTTPS, and the real kube-apiserver it imitates."""
+    fixture = {"http": "sim", "tls": "sim_tls", "real": "real"}[request.param]
+    sim: SimProcess = request.getfixturevalue(fixture)
     return sim
 
 
@@ -268,7 +270,9 @@ def test_label_and_field_selectors(core: client.CoreV1Api, namespace: str) -> No
 
 
 def test_pod_field_selectors(core: client.CoreV1Api, namespace: str) -> None:
-    for name, node in [("a1", "node-a"), ("a2", "node-a"), ("b1", "node-b")]:
+    # Node names of this test's own: the real apiserver is shared by the session.
+    node_a, node_b = f"{namespace}-a", f"{namespace}-b"
+    for name, node in [("a1", node_a), ("a2", node_a), ("b1", node_b)]:
         body = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -276,10 +280,10 @@ def test_pod_field_selectors(core: client.CoreV1Api, namespace: str) -> None:
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]},
         }
         core.create_namespaced_pod(namespace, body)
-    pods = core.list_namespaced_pod(namespace, field_selector="spec.nodeName=node-a").items
+    pods = core.list_namespaced_pod(namespace, field_selector=f"spec.nodeName={node_a}").items
     assert sorted(p.metadata.name for p in pods) == ["a1", "a2"]
     # kubelet's view: its pods in every namespace.
-    pods = core.list_pod_for_all_namespaces(field_selector="spec.nodeName=node-b").items
+    pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_b}").items
     assert [(p.metadata.namespace, p.metadata.name) for p in pods] == [(namespace, "b1")]
     with pytest.raises(ApiException) as info:
         core.list_namespaced_pod(namespace, field_selector="spec.foo=bar")
