@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench bench-tools clean
+.PHONY: demo test lint golint typecheck k8s unit integration bench bench-tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,13 +22,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The Go side: our client-go programs and the wrapper modules, gofmt'd and vetted.
+golint:
+	@test -z "$$(gofmt -l k8s)" || { echo "gofmt: these need formatting:"; gofmt -l k8s; exit 1; }
+	cd k8s/clients && GOTOOLCHAIN=local go vet ./...
+
+# The real control plane and kubelet (etcd, kube-apiserver, kube-controller-manager,
+# kubemark) and our client-go programs, built from their Go modules into
+# ~/.cache/edge-proxy-k8s (EDGEPROXY_K8S_CACHE): 5-30 minutes the first time, then reused.
+k8s:
+	k8s/build.sh
+
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) k8s
 	$(BIN)/pytest -q tests/integration
 
-test: lint typecheck
+test: lint golint typecheck k8s
 	$(BIN)/pytest -q
 
 # The benchmark report (bench/README.md): JSON, Markdown and PNG charts in bench/out.
