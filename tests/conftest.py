@@ -7,12 +7,14 @@ module, and tests isolate themselves by namespace instead of restarting it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shutil
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -24,7 +26,8 @@ from typing import Any
 import pytest
 
 from edgeproxy.controlplane import ControlPlane
-from edgeproxy.testing import SimProcess
+from edgeproxy.link import LinkRelay
+from edgeproxy.testing import ProxyProcess, SimProcess
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,108 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         yield proc
     finally:
         proc.stop()
+
+
+# -- the cloud: an upstream behind a link the test cuts ------------------------
+
+UPSTREAMS = ["sim", "real"]
+
+
+@dataclass
+class Cloud:
+    """An upstream, the relay in front of it, and a kubeconfig through the relay.
+
+    `upstream` is the HTTPS simulator (`sim_tls`) or the real control plane
+    (`real`): both offer `.url`, `.kubeconfig`, `.workdir/tls/...` and
+    `.compact()`. A proxy under test is given `kubeconfig`, so its link runs
+    through `link` and is cut there the same way for both; the test itself
+    reads and writes `upstream` directly, which no cut ever reaches.
+    """
+
+    name: str
+    upstream: Any  # SimProcess or ControlPlane: the same test-facing surface
+    link: LinkRelay
+    kubeconfig: Path
+
+    @property
+    def direct_url(self) -> str:
+        return str(self.upstream.url)
+
+    @property
+    def token(self) -> str:
+        return upstream_token(self.upstream)
+
+    @property
+    def ca_file(self) -> Path:
+        return Path(self.upstream.workdir) / "tls" / "ca.crt"
+
+    @property
+    def ssl(self) -> ssl.SSLContext:
+        """For raw clients straight to the upstream (CA and admin client certificate)."""
+        ctx = ssl_context(self.upstream)
+        assert ctx is not None
+        return ctx
+
+
+def upstream_token(upstream: Any) -> str:
+    """The upstream's admin bearer token."""
+    if isinstance(upstream, SimProcess):
+        return (upstream.workdir / "tls" / "token").read_text().strip()
+    return str(upstream.token)
+
+
+@contextlib.contextmanager
+def open_cloud(request: pytest.FixtureRequest, name: str, workdir: Path) -> Iterator[Cloud]:
+    upstream = request.getfixturevalue("sim_tls" if name == "sim" else "real")
+    port = int(str(upstream.url).rsplit(":", 1)[1])
+    link = LinkRelay("127.0.0.1", port)
+    kubeconfig = workdir / "through-link.kubeconfig"
+    kubeconfig.write_text(upstream.kubeconfig.read_text().replace(upstream.url, link.url("https")))
+    try:
+        yield Cloud(name, upstream, link, kubeconfig)
+    finally:
+        link.close()
+
+
+@pytest.fixture(params=UPSTREAMS)
+def cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cloud]:
+    """Each test twice: the simulator, then the real kube-apiserver, behind a fresh link.
+
+    A test that needs a simulator feature with no real equivalent narrows it
+    with `@pytest.mark.parametrize("cloud", ["sim"], indirect=True)` and says why.
+    """
+    with open_cloud(request, request.param, tmp_path) as c:
+        yield c
+
+
+@pytest.fixture(scope="module", params=UPSTREAMS)
+def module_cloud(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cloud]:
+    """As `cloud`, shared by a module's tests (for module-scoped proxies and data)."""
+    with open_cloud(request, request.param, tmp_path_factory.mktemp("cloud")) as c:
+        yield c
+
+
+def readyz(proxy: ProxyProcess) -> str:
+    try:
+        return str(proxy.admin("/readyz?verbose"))
+    except urllib.error.HTTPError as err:
+        with err:
+            return str(err.read().decode())
+
+
+def wait_link(proxy: ProxyProcess, up: bool, timeout: float = 20) -> float:
+    """Seconds until the proxy's /readyz?verbose reports the link up (down)."""
+    want = "[+]upstream reachable" if up else "[-]upstream unreachable"
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if want in readyz(proxy):
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(
+        f"proxy did not report {want!r} within {timeout}s:\n{readyz(proxy)}\n{proxy.log()}"
+    )
 
 
 # -- raw API access ---------------------------------------------------------

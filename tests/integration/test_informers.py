@@ -17,50 +17,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import Cloud, wait_link
 from edgeproxy.clientgo import Informer
-from edgeproxy.link import LinkRelay
-from edgeproxy.testing import ProxyProcess, SimProcess
+from edgeproxy.testing import ProxyProcess
 
 Api = Callable[..., Any]
-
-
-@dataclass
-class Cloud:
-    """An upstream, the relay in front of it, and a kubeconfig through the relay."""
-
-    name: str
-    upstream: Any  # SimProcess or ControlPlane: the same test-facing surface
-    link: LinkRelay
-    kubeconfig: Path
-
-    @property
-    def direct_url(self) -> str:
-        return str(self.upstream.url)
-
-
-@pytest.fixture(params=["sim", "real"])
-def cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cloud]:
-    upstream = request.getfixturevalue("sim_tls" if request.param == "sim" else "real")
-    port = int(str(upstream.url).rsplit(":", 1)[1])
-    link = LinkRelay("127.0.0.1", port)
-    kubeconfig = tmp_path / "through-link.kubeconfig"
-    kubeconfig.write_text(upstream.kubeconfig.read_text().replace(upstream.url, link.url("https")))
-    try:
-        yield Cloud(request.param, upstream, link, kubeconfig)
-    finally:
-        link.close()
-
-
-def _token(upstream: Any) -> str:
-    if isinstance(upstream, SimProcess):
-        return (upstream.workdir / "tls" / "token").read_text().strip()
-    return str(upstream.token)
 
 
 @pytest.fixture
@@ -79,20 +45,6 @@ def write(api: Api, cloud: Cloud, method: str, path: str, body: Any = None) -> N
     assert resp.status in (200, 201), (method, path, resp.status, resp.body[:300])
 
 
-def wait_link(proxy: ProxyProcess, up: bool, timeout: float = 20) -> None:
-    """Until the proxy's /readyz?verbose says the link is as wanted."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        healthy = proxy.admin("/metrics").count("edgeproxy_upstream_healthy{") and any(
-            line.startswith("edgeproxy_upstream_healthy{") and line.endswith(" 1.0")
-            for line in proxy.admin("/metrics").splitlines()
-        )
-        if healthy == up:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"link not {'up' if up else 'down'} after {timeout}s:\n{proxy.log()}")
-
-
 def informers(
     cloud: Cloud, proxy: ProxyProcess, tmp_path: Path, watches: list[str], **kw: Any
 ) -> tuple[Informer, Informer]:
@@ -101,8 +53,8 @@ def informers(
         watches,
         workdir=tmp_path,
         name="direct",
-        token=_token(cloud.upstream),
-        ca_file=cloud.upstream.workdir / "tls" / "ca.crt",
+        token=cloud.token,
+        ca_file=cloud.ca_file,
         **kw,
     )
     through = Informer(proxy.url, watches, workdir=tmp_path, name="through", **kw)
