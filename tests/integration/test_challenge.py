@@ -3,7 +3,9 @@
 PRIOR-ART.md describes the 2022 challenge that defines this product; its
 client-go evaluation is replayed here with the official `kubernetes` client,
 configured from `ProxyProcess.kubeconfig` exactly as a user would, against a
-real `edge-proxy serve` in front of a real `edge-proxy sim`:
+real `edge-proxy serve` in front of the cloud: once the simulator, once a real
+kube-apiserver (conftest's `module_cloud`), with the link through a relay the
+test cuts:
 
 - functional: a list through the proxy returns exactly the labelled objects,
   and an informer-like watcher through the proxy converges on the last patch;
@@ -21,6 +23,7 @@ ARCHITECTURE.md sec. 4), and the list loops run ~5 s instead of 60 s.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
@@ -34,19 +37,23 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from edgeproxy.testing import ProxyProcess, SimProcess
+from conftest import Cloud
+from edgeproxy.testing import ProxyProcess
 
 BENCH = "cloud-native-challenge=benchmark"
+_module_namespaces = itertools.count()
 
 
 # -- fixtures -------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def proxy(sim: SimProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+def proxy(module_cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     """The strict-mode proxy of the challenge, hiding `skip-` objects."""
     proc = ProxyProcess(
-        sim.kubeconfig, "--drop-name-prefix=skip-", workdir=tmp_path_factory.mktemp("proxy")
+        module_cloud.kubeconfig,
+        "--drop-name-prefix=skip-",
+        workdir=tmp_path_factory.mktemp("proxy"),
     )
     try:
         yield proc
@@ -65,9 +72,9 @@ def _core(kubeconfig: Path) -> Iterator[client.CoreV1Api]:
 
 
 @pytest.fixture(scope="module")
-def upstream(sim: SimProcess) -> Iterator[client.CoreV1Api]:
-    """A client talking to the simulator directly (the cloud side of the suites)."""
-    yield from _core(sim.kubeconfig)
+def upstream(module_cloud: Cloud) -> Iterator[client.CoreV1Api]:
+    """A client talking to the upstream directly (the cloud side of the suites)."""
+    yield from _core(module_cloud.upstream.kubeconfig)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +84,8 @@ def edge(proxy: ProxyProcess) -> Iterator[client.CoreV1Api]:
 
 
 @pytest.fixture
-def namespace(sim: SimProcess, make_namespace: Callable[[SimProcess], str]) -> str:
-    return make_namespace(sim)
+def namespace(module_cloud: Cloud, make_namespace: Callable[[Any], str]) -> str:
+    return make_namespace(module_cloud.upstream)
 
 
 # -- helpers --------------------------------------------------------------------
@@ -316,7 +323,7 @@ def test_filter(upstream: client.CoreV1Api, edge: client.CoreV1Api, namespace: s
 
 
 def test_consistency(
-    sim: SimProcess, proxy: ProxyProcess, edge: client.CoreV1Api, namespace: str
+    module_cloud: Cloud, proxy: ProxyProcess, edge: client.CoreV1Api, namespace: str
 ) -> None:
     selector = f"{BENCH},type=consistency"
     names = [f"benchmark-consistency-{i}" for i in range(100)]
@@ -324,7 +331,7 @@ def test_consistency(
     for _ in range(2):
         assert names_of(edge.list_namespaced_config_map(namespace)) == sorted(names)
 
-    sim.fault(blackhole=True)
+    module_cloud.link.blackhole()
     try:
         # Even before the health probe notices, a read falls back to the cache
         # after --fallback-after (1 s) instead of hanging (ARCHITECTURE.md sec. 4).
@@ -350,7 +357,7 @@ def test_consistency(
         assert body["kind"] == "Status" and body["code"] == 503
         assert "unreachable" in body["message"], body["message"]
     finally:
-        sim.heal()
+        module_cloud.link.restore()
 
     def back_online() -> bool:
         doc = proxy.admin("/debug/cache")
@@ -380,7 +387,7 @@ def list_loop(core: client.CoreV1Api, namespace: str, names: list[str], seconds:
 
 @pytest.fixture(scope="module")
 def resourceusage(
-    sim: SimProcess, edge: client.CoreV1Api, make_namespace_module: Callable[[], str]
+    edge: client.CoreV1Api, make_namespace_module: Callable[[], str]
 ) -> tuple[str, list[str]]:
     """1000 ConfigMaps of ~1 KB, created through the proxy once for both modes."""
     namespace = make_namespace_module()
@@ -393,30 +400,38 @@ def resourceusage(
 
 
 @pytest.fixture(scope="module")
-def make_namespace_module(sim: SimProcess, upstream: client.CoreV1Api) -> Callable[[], str]:
+def make_namespace_module(upstream: client.CoreV1Api) -> Callable[[], str]:
     counter = iter(range(1_000_000))
 
     def make() -> str:
-        name = f"challenge-resourceusage-{next(counter)}"
+        # Unique in the session: the real apiserver is shared by every module.
+        name = f"challenge-resourceusage-{next(_module_namespaces)}-{next(counter)}"
         upstream.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
         return name
 
     return make
 
 
-def test_resourceusage_strict(edge: client.CoreV1Api, resourceusage: tuple[str, list[str]]) -> None:
+def loop_seconds(cloud: Cloud) -> float:
+    """The real apiserver's loops are shorter: the simulator's already run the full 5 s."""
+    return 5.0 if cloud.name == "sim" else 2.0
+
+
+def test_resourceusage_strict(
+    module_cloud: Cloud, edge: client.CoreV1Api, resourceusage: tuple[str, list[str]]
+) -> None:
     namespace, names = resourceusage
-    assert list_loop(edge, namespace, names, seconds=5.0) >= 5
+    assert list_loop(edge, namespace, names, seconds=loop_seconds(module_cloud)) >= 5
 
 
 def test_resourceusage_cache_first(
-    sim: SimProcess,
+    module_cloud: Cloud,
     resourceusage: tuple[str, list[str]],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     namespace, names = resourceusage
     with ProxyProcess(
-        sim.kubeconfig,
+        module_cloud.kubeconfig,
         "--drop-name-prefix=skip-",
         "--consistency=cache-first",
         workdir=tmp_path_factory.mktemp("proxy-cache-first"),
@@ -425,7 +440,7 @@ def test_resourceusage_cache_first(
             one_list = len(
                 json.dumps(raw_list(core, namespace, f"{BENCH},type=resourceusage")).encode()
             )
-            lists = list_loop(core, namespace, names, seconds=5.0)
+            lists = list_loop(core, namespace, names, seconds=loop_seconds(module_cloud))
             assert lists >= 5
 
         metrics = cache_first.admin("/metrics")
