@@ -1,12 +1,12 @@
 """edge-proxy as an offline apiserver: link cuts, outages, compaction, restarts.
 
-Real processes on loopback: a simulator (`SimProcess`), the proxy
-(`ProxyProcess`), kubectl and a small informer written with aiohttp that
-behaves like client-go's reflector (list RV=0, then watch from the last seen
-RV, re-watch on stream end, relist only on 410). The link is cut by
-black-holing the simulator's API port; changes "in the cloud during the
-outage" go through the simulator's control listener, which is never faulted
-and also serves the API. ARCHITECTURE.md sec. 3-5 is the contract checked:
+Real processes on loopback: the cloud (conftest's `cloud`: the simulator,
+then a real kube-apiserver), the proxy (`ProxyProcess`), kubectl and a small
+informer written with aiohttp that behaves like client-go's reflector (list
+RV=0, then watch from the last seen RV, re-watch on stream end, relist only
+on 410). The link is cut by black-holing the relay between proxy and cloud;
+changes "in the cloud during the outage" go straight to the upstream, which
+the cut never reaches. ARCHITECTURE.md sec. 3-5 is the contract checked:
 clients never relist because of an outage, offline answers keep selectors
 and resourceVersions, and a restart while offline serves the same data.
 """
@@ -19,8 +19,6 @@ import json
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +26,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from edgeproxy.testing import ProxyProcess, SimProcess
+from conftest import Cloud, api_request, readyz, wait_link
+from edgeproxy.testing import ProxyProcess
 
-MakeNamespace = Callable[[SimProcess], str]
+MakeNamespace = Callable[[Any], str]
 Objects = dict[str, tuple[str, Any]]  # name -> (resourceVersion, data)
 
 KUBECTL = shutil.which("kubectl")
@@ -46,26 +45,20 @@ NO_TIMEOUT = aiohttp.ClientTimeout(total=None)  # watches end when the server en
 # -- the cloud side -----------------------------------------------------------------
 
 
-def cloud(sim: SimProcess, method: str, path: str, body: Any = None) -> Any:
-    """A request to the simulator's unfaulted control listener: works during a cut."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        sim.control_url + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+def upstream(c: Cloud, method: str, path: str, body: Any = None) -> Any:
+    """A request straight to the upstream, past the relay: works during a cut."""
+    resp = api_request(c.upstream, method, path, body)
+    assert resp.status < 300, (method, path, resp.status, resp.body[:300])
+    return resp.json()
 
 
 def configmap(name: str, labels: dict[str, str]) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": labels}, "data": {}}
 
 
-def create_cm(sim: SimProcess, ns: str, name: str, **data: str) -> str:
-    obj = cloud(
-        sim,
+def create_cm(c: Cloud, ns: str, name: str, **data: str) -> str:
+    obj = upstream(
+        c,
         "POST",
         f"/api/v1/namespaces/{ns}/configmaps",
         {"metadata": {"name": name}, "data": data},
@@ -73,19 +66,19 @@ def create_cm(sim: SimProcess, ns: str, name: str, **data: str) -> str:
     return str(obj["metadata"]["resourceVersion"])
 
 
-def update_cm(sim: SimProcess, ns: str, name: str, **data: str) -> str:
+def update_cm(c: Cloud, ns: str, name: str, **data: str) -> str:
     path = f"/api/v1/namespaces/{ns}/configmaps/{name}"
-    obj = cloud(sim, "GET", path)
+    obj = upstream(c, "GET", path)
     obj["data"] = data
-    return str(cloud(sim, "PUT", path, obj)["metadata"]["resourceVersion"])
+    return str(upstream(c, "PUT", path, obj)["metadata"]["resourceVersion"])
 
 
-def delete_cm(sim: SimProcess, ns: str, name: str) -> None:
-    cloud(sim, "DELETE", f"/api/v1/namespaces/{ns}/configmaps/{name}")
+def delete_cm(c: Cloud, ns: str, name: str) -> None:
+    upstream(c, "DELETE", f"/api/v1/namespaces/{ns}/configmaps/{name}")
 
 
-def cloud_state(sim: SimProcess, ns: str) -> Objects:
-    doc = cloud(sim, "GET", f"/api/v1/namespaces/{ns}/configmaps")
+def cloud_state(c: Cloud, ns: str) -> Objects:
+    doc = upstream(c, "GET", f"/api/v1/namespaces/{ns}/configmaps")
     return {
         o["metadata"]["name"]: (o["metadata"]["resourceVersion"], o.get("data"))
         for o in doc["items"]
@@ -93,44 +86,25 @@ def cloud_state(sim: SimProcess, ns: str) -> Objects:
 
 
 @contextlib.contextmanager
-def link_cut(sim: SimProcess) -> Iterator[None]:
-    """Black-hole the API port; always heal, so later tests find a working sim."""
-    sim.fault(blackhole=True)
+def link_cut(c: Cloud) -> Iterator[None]:
+    """Black-hole the link; always restore it, for the test's own cleanup."""
+    c.link.blackhole()
     try:
         yield
     finally:
-        sim.heal()
+        c.link.restore()
 
 
 # -- the proxy side -----------------------------------------------------------------
 
 
 @pytest.fixture
-def proxy(sim: SimProcess, tmp_path: Path) -> Iterator[ProxyProcess]:
-    proc = ProxyProcess(sim.kubeconfig, workdir=tmp_path / "proxy")
+def proxy(cloud: Cloud, tmp_path: Path) -> Iterator[ProxyProcess]:
+    proc = ProxyProcess(cloud.kubeconfig, workdir=tmp_path / "proxy")
     try:
         yield proc
     finally:
         proc.close()
-
-
-def readyz(proxy: ProxyProcess) -> str:
-    try:
-        return str(proxy.admin("/readyz?verbose"))
-    except urllib.error.HTTPError as err:
-        with err:
-            return str(err.read().decode())
-
-
-def wait_link(proxy: ProxyProcess, *, up: bool, timeout: float) -> float:
-    """Seconds until the admin port reports the link up (down); fails after `timeout`."""
-    want = "upstream reachable" if up else "upstream unreachable"
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if want in readyz(proxy):
-            return time.monotonic() - started
-        time.sleep(0.05)
-    pytest.fail(f"proxy did not report {want!r} within {timeout}s:\n{readyz(proxy)}")
 
 
 async def async_wait_link(proxy: ProxyProcess, *, up: bool, within: float) -> float:
@@ -262,12 +236,12 @@ def json_names(out: str) -> list[str]:
 @pytest.mark.kubectl
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl not on PATH")
 def test_kubectl_online_offline_and_watch_across_cut(
-    sim: SimProcess, proxy: ProxyProcess, make_namespace: MakeNamespace, tmp_path: Path
+    cloud: Cloud, proxy: ProxyProcess, make_namespace: MakeNamespace, tmp_path: Path
 ) -> None:
-    ns = make_namespace(sim)
-    cloud(sim, "POST", f"/api/v1/namespaces/{ns}/configmaps", configmap("a", {"app": "x"}))
-    cloud(sim, "POST", f"/api/v1/namespaces/{ns}/configmaps", configmap("b", {"app": "y"}))
-    cloud(sim, "POST", f"/api/v1/namespaces/{ns}/configmaps", configmap("c", {"app": "x"}))
+    ns = make_namespace(cloud.upstream)
+    upstream(cloud, "POST", f"/api/v1/namespaces/{ns}/configmaps", configmap("a", {"app": "x"}))
+    upstream(cloud, "POST", f"/api/v1/namespaces/{ns}/configmaps", configmap("b", {"app": "y"}))
+    upstream(cloud, "POST", f"/api/v1/namespaces/{ns}/configmaps", configmap("c", {"app": "x"}))
     cache = tmp_path / "kubectl-cache"
 
     def run_all() -> tuple[dict[str, list[str]], float]:
@@ -308,7 +282,7 @@ def test_kubectl_online_offline_and_watch_across_cut(
             time.sleep(0.05)
         assert watch_out.read_text().split() == ["configmap/a", "configmap/b", "configmap/c"]
 
-        with link_cut(sim):
+        with link_cut(cloud):
             detect = wait_link(proxy, up=False, timeout=DETECT_BUDGET)
             print(f"black-hole detected after {detect:.2f}s")
             offline, slowest = run_all()
@@ -316,12 +290,12 @@ def test_kubectl_online_offline_and_watch_across_cut(
             assert offline == expected
             assert slowest < 2.0, f"an offline kubectl get took {slowest:.2f}s"
             # The cloud changes while this node cannot see it.
-            create_cm(sim, ns, "during-cut")
+            create_cm(cloud, ns, "during-cut")
             time.sleep(0.3)
             assert "during-cut" not in watch_out.read_text()
             assert watch.poll() is None, watch_out.read_text()
         wait_link(proxy, up=True, timeout=5)
-        create_cm(sim, ns, "after-heal")
+        create_cm(cloud, ns, "after-heal")
         deadline = time.monotonic() + 10
         while "configmap/after-heal" not in watch_out.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -333,11 +307,12 @@ def test_kubectl_online_offline_and_watch_across_cut(
         watch.wait()
 
 
-def test_link_detection_time(sim: SimProcess, proxy: ProxyProcess) -> None:
+def test_link_detection_time(cloud: Cloud, proxy: ProxyProcess) -> None:
     assert "[+]upstream reachable" in readyz(proxy)
     times = []
-    for _ in range(2):
-        with link_cut(sim):
+    # Detection is the proxy's own probing: the simulator's run repeats it, one cut will do here.
+    for _ in range(2 if cloud.name == "sim" else 1):
+        with link_cut(cloud):
             times.append(wait_link(proxy, up=False, timeout=DETECT_BUDGET))
         wait_link(proxy, up=True, timeout=3)
     print(f"black-hole detection: {', '.join(f'{t:.2f}s' for t in times)}")
@@ -364,22 +339,22 @@ def ints(events: list[tuple[str, str, str]]) -> list[int]:
 
 
 async def test_informer_keeps_its_view_across_an_outage(
-    sim: SimProcess, proxy: ProxyProcess, make_namespace: MakeNamespace, session: Any
+    cloud: Cloud, proxy: ProxyProcess, make_namespace: MakeNamespace, session: Any
 ) -> None:
-    ns = make_namespace(sim)
+    ns = make_namespace(cloud.upstream)
     for name in ("a", "b", "c"):
-        create_cm(sim, ns, name, v="1")
+        create_cm(cloud, ns, name, v="1")
     informer = await start_informer(session, proxy, ns, ["a", "b", "c"])
     try:
-        with link_cut(sim):
+        with link_cut(cloud):
             await async_wait_link(proxy, up=False, within=DETECT_BUDGET)
-            rv_d = create_cm(sim, ns, "d", v="1")
-            rv_a = update_cm(sim, ns, "a", v="2")
-            delete_cm(sim, ns, "b")
-            rv_a3 = update_cm(sim, ns, "a", v="3")
+            rv_d = create_cm(cloud, ns, "d", v="1")
+            rv_a = update_cm(cloud, ns, "a", v="2")
+            delete_cm(cloud, ns, "b")
+            rv_a3 = update_cm(cloud, ns, "a", v="3")
             await asyncio.sleep(0.5)
             assert informer.events == [], "nothing can arrive while the link is cut"
-        want = cloud_state(sim, ns)
+        want = cloud_state(cloud, ns)
         await eventually(lambda: informer.objects == want, 10, "the informer to catch up")
         assert informer.lists == 1, "an outage must never force a client relist"
         kinds = [(t, n) for t, n, _ in informer.events]
@@ -387,7 +362,7 @@ async def test_informer_keeps_its_view_across_an_outage(
         assert [rv for t, _, rv in informer.events if t != "DELETED"] == [rv_d, rv_a, rv_a3]
         assert ints(informer.events) == sorted(ints(informer.events))
         # Still live after the outage.
-        rv_e = create_cm(sim, ns, "e", v="1")
+        rv_e = create_cm(cloud, ns, "e", v="1")
         await eventually(lambda: "e" in informer.objects, 5, "an event after the outage")
         assert informer.objects["e"][0] == rv_e
         assert informer.lists == 1
@@ -397,22 +372,22 @@ async def test_informer_keeps_its_view_across_an_outage(
 
 
 async def test_compaction_during_outage_needs_no_client_relist(
-    sim: SimProcess, proxy: ProxyProcess, make_namespace: MakeNamespace, session: Any
+    cloud: Cloud, proxy: ProxyProcess, make_namespace: MakeNamespace, session: Any
 ) -> None:
-    ns = make_namespace(sim)
+    ns = make_namespace(cloud.upstream)
     for name in ("a", "b", "c", "d"):
-        create_cm(sim, ns, name, v="1")
+        create_cm(cloud, ns, name, v="1")
     informer = await start_informer(session, proxy, ns, ["a", "b", "c", "d"])
     try:
-        with link_cut(sim):
+        with link_cut(cloud):
             await async_wait_link(proxy, up=False, within=DETECT_BUDGET)
-            update_cm(sim, ns, "a", v="2")
-            delete_cm(sim, ns, "b")
-            create_cm(sim, ns, "e", v="1")
-            update_cm(sim, ns, "a", v="3")  # two changes of `a` collapse into one
-            delete_cm(sim, ns, "d")
-            sim.compact()
-        want = cloud_state(sim, ns)
+            update_cm(cloud, ns, "a", v="2")
+            delete_cm(cloud, ns, "b")
+            create_cm(cloud, ns, "e", v="1")
+            update_cm(cloud, ns, "a", v="3")  # two changes of `a` collapse into one
+            delete_cm(cloud, ns, "d")
+            cloud.upstream.compact()
+        want = cloud_state(cloud, ns)
         await eventually(lambda: informer.objects == want, 10, "the informer to catch up")
         assert informer.lists == 1, "the proxy must relist for the client (sec. 3)"
         assert debug_scope(proxy, ns)["reflector"]["relists"] >= 1, "upstream 410 -> relist"
@@ -425,7 +400,7 @@ async def test_compaction_during_outage_needs_no_client_relist(
         assert all(int(rv) <= int(informer.rv) for _, _, rv in informer.events)
         assert int(informer.rv) >= last_before_cut
         # A re-watch from the informer's RV works (no 410 from the proxy).
-        rv_f = create_cm(sim, ns, "f", v="1")
+        rv_f = create_cm(cloud, ns, "f", v="1")
         await eventually(lambda: "f" in informer.objects, 5, "an event after recovery")
         assert informer.objects["f"][0] == rv_f
         assert informer.lists == 1
@@ -442,17 +417,17 @@ async def get_json(session: aiohttp.ClientSession, url: str, **params: str) -> t
 
 
 async def test_restart_while_offline(
-    sim: SimProcess, proxy: ProxyProcess, make_namespace: MakeNamespace, session: Any
+    cloud: Cloud, proxy: ProxyProcess, make_namespace: MakeNamespace, session: Any
 ) -> None:
-    ns = make_namespace(sim)
+    ns = make_namespace(cloud.upstream)
     for name in ("a", "b", "c"):
-        create_cm(sim, ns, name, v=name)
+        create_cm(cloud, ns, name, v=name)
     for name in ("p1", "p2"):
         pod = {
             "metadata": {"name": name, "labels": {"app": "web"}},
             "spec": {"containers": [{"name": "c", "image": "nginx"}], "nodeName": "edge-1"},
         }
-        cloud(sim, "POST", f"/api/v1/namespaces/{ns}/pods", pod)
+        upstream(cloud, "POST", f"/api/v1/namespaces/{ns}/pods", pod)
     cms = f"{proxy.url}/api/v1/namespaces/{ns}/configmaps"
     pods = f"{proxy.url}/api/v1/namespaces/{ns}/pods"
 
@@ -470,7 +445,7 @@ async def test_restart_while_offline(
     assert cached_cms["items"] == cm_list["items"]
     assert cached_pods["items"] == pod_list["items"]
 
-    with link_cut(sim):
+    with link_cut(cloud):
         await async_wait_link(proxy, up=False, within=DETECT_BUDGET)
         await asyncio.sleep(0.2)  # let the journal's group commit (50 ms) land
         proxy.kill()
@@ -510,14 +485,14 @@ async def test_restart_while_offline(
         informer.rv = old_rv
         informer.task = asyncio.create_task(informer.watch_forever(), name="old-rv watch")
         await asyncio.wait_for(informer.watching.wait(), 5)
-        rv_d = create_cm(sim, ns, "d", v="d")
+        rv_d = create_cm(cloud, ns, "d", v="d")
         await asyncio.sleep(0.3)
         assert informer.events == []
     try:
         await eventually(lambda: "d" in informer.objects, 10, "an event after heal")
         assert informer.objects["d"][0] == rv_d
         assert informer.watches == 1, "the watch from the old RV stayed open"
-        assert informer.objects == cloud_state(sim, ns)
+        assert informer.objects == cloud_state(cloud, ns)
     finally:
         await informer.stop()
 
@@ -526,11 +501,11 @@ async def test_restart_while_offline(
 
 
 async def test_watch_from_before_first_sync_gets_410_in_a_200_stream(
-    sim: SimProcess, proxy: ProxyProcess, make_namespace: MakeNamespace, session: Any
+    cloud: Cloud, proxy: ProxyProcess, make_namespace: MakeNamespace, session: Any
 ) -> None:
-    ns = make_namespace(sim)
-    first_rv = create_cm(sim, ns, "a")
-    create_cm(sim, ns, "b")
+    ns = make_namespace(cloud.upstream)
+    first_rv = create_cm(cloud, ns, "a")
+    create_cm(cloud, ns, "b")
     cms = f"{proxy.url}/api/v1/namespaces/{ns}/configmaps"
     status, listed = await get_json(session, cms)
     assert status == 200
@@ -556,6 +531,6 @@ async def test_watch_from_before_first_sync_gets_410_in_a_200_stream(
         assert (status, events) == (200, []), attempt
 
     await check("online")
-    with link_cut(sim):
+    with link_cut(cloud):
         await async_wait_link(proxy, up=False, within=DETECT_BUDGET)
         await check("offline")
