@@ -1,7 +1,8 @@
 """Thin command-line adapter: parse flags, build settings, run one thing.
 
-Subcommands: `sim` (the Kubernetes API simulator), `serve` (the proxy) and
-`bench` (the benchmark suites against baselines, see bench/README.md). Bad flag values are
+Subcommands: `sim` (the Kubernetes API simulator), `serve` (the proxy),
+`bench` (the benchmark suites against baselines, see bench/README.md) and
+`kubeconfig` (point a node component at the proxy). Bad flag values are
 reported as a usage error naming the flag, before anything starts.
 """
 
@@ -291,6 +292,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="which targets to compare (default all four)",
     )
     bench.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    kubeconfig = sub.add_parser(
+        "kubeconfig",
+        help="write a kubeconfig that points a node component at the proxy",
+        description="Write a kubeconfig for COMPONENT (kubelet, kube-proxy, coredns, a CNI "
+        "agent...) whose server is the proxy's client listener (docs/node-wiring.md).",
+    )
+    kubeconfig.add_argument(
+        "--component", required=True, metavar="NAME", help="kubelet, kube-proxy, coredns, ..."
+    )
+    kubeconfig.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="the proxy's client listener (default: the config file's listen, else "
+        "127.0.0.1:10261)",
+    )
+    kubeconfig.add_argument(
+        "--config", type=Path, metavar="FILE", help="the proxy's config file, for its listen"
+    )
+    kubeconfig.add_argument(
+        "--out", type=Path, metavar="FILE", help="write here (mode 0600) instead of stdout"
+    )
     return parser
 
 
@@ -388,9 +410,39 @@ def run_bench(args: argparse.Namespace) -> int:
     )
 
 
+def run_kubeconfig(args: argparse.Namespace) -> int:
+    from edgeproxy import config as cfg
+    from edgeproxy import nodewiring
+    from edgeproxy.errors import ConfigError
+
+    try:
+        listen = args.listen
+        if listen is None and args.config is not None:
+            listen = cfg.load_file(args.config).get("listen")
+        text = nodewiring.kubeconfig_for(
+            args.component, nodewiring.proxy_url(listen or nodewiring.DEFAULT_LISTEN)
+        )
+        if args.out is None:
+            sys.stdout.write(text)
+        else:
+            nodewiring.write_file(args.out, text)
+    except ConfigError as exc:
+        print(f"edge-proxy kubeconfig: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"edge-proxy kubeconfig: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    commands = {"sim": run_sim, "serve": run_serve, "bench": run_bench}
+    commands = {
+        "sim": run_sim,
+        "serve": run_serve,
+        "bench": run_bench,
+        "kubeconfig": run_kubeconfig,
+    }
     return commands[args.command](args)

@@ -13,7 +13,6 @@ deleted or recreated, and upstream sees no relist storm.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,49 +20,13 @@ from typing import Any
 
 import pytest
 
-from edgeproxy.controlplane import ControlPlane, binaries
+from edgeproxy.controlplane import ControlPlane
+from edgeproxy.kubemark import HollowKubelet
 from edgeproxy.link import LinkRelay
-from edgeproxy.testing import ProxyProcess, free_port, stop_process
+from edgeproxy.testing import ProxyProcess
 
 NODE = "hollow-edge-1"
 PODS = 6
-
-
-class HollowKubelet:
-    """`kubemark --morph=kubelet` in a child process."""
-
-    def __init__(self, kubeconfig: Path, workdir: Path) -> None:
-        self.kubeconfig = kubeconfig
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.log_path = workdir / "kubemark-0.log"
-
-    def start(self) -> None:
-        args = [
-            str(binaries(build=False) / "kubemark"),
-            "--morph=kubelet",
-            f"--name={NODE}",
-            f"--kubeconfig={self.kubeconfig}",
-            f"--kubelet-port={self.port}",
-            "--kubelet-read-only-port=0",
-            "--use-host-image-service=false",
-            "--v=2",
-        ]
-        self.starts += 1
-        self.log_path = self.workdir / f"kubemark-{self.starts}.log"  # one per run
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
 
 
 def get(real: ControlPlane, path: str) -> Any:
@@ -133,7 +96,7 @@ def node_setup(
     kubeconfig = tmp_path / "through-link.kubeconfig"
     kubeconfig.write_text(real.kubeconfig.read_text().replace(real.url, link.url("https")))
     proxy = ProxyProcess(kubeconfig, workdir=tmp_path / "proxy")
-    kubelet = HollowKubelet(proxy.kubeconfig, tmp_path)
+    kubelet = HollowKubelet(proxy.kubeconfig, tmp_path, NODE)
     ns = make_namespace(real)
     try:
         yield link, proxy, kubelet, ns

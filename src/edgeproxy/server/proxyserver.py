@@ -22,6 +22,7 @@ from edgeproxy.config import ServeConfig, filter_set, node_name
 from edgeproxy.errors import ConfigError, StorageError
 from edgeproxy.kube.resources import ResourceRegistry
 from edgeproxy.metrics import Metrics
+from edgeproxy.nodewiring import check_not_self
 from edgeproxy.proxy.filtering import FilterRuntime
 from edgeproxy.proxy.router import ProxyRouter
 from edgeproxy.proxy.settings import ProxySettings
@@ -30,6 +31,7 @@ from edgeproxy.server.admin import admin_app
 from edgeproxy.server.connections import Listener, ListenerLimits
 from edgeproxy.storage.journal import Journal
 from edgeproxy.upstream import credentials
+from edgeproxy.upstream.certreload import CertificateReloader
 from edgeproxy.upstream.pool import Upstream, UpstreamSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class ProxyServer:
         self.port = 0
         self.admin_port = 0
         self.journal: Journal | None = None
+        self._cert_reloader: asyncio.Task[None] | None = None
 
     def _credentials(self) -> credentials.Credentials:
         cfg = self.config
@@ -69,6 +72,7 @@ class ProxyServer:
         cfg = self.config
         started = time.monotonic()
         creds = self._credentials()
+        check_not_self(creds.servers, cfg.listen)
         cfg.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ssl_ctx = credentials.ssl_context(creds, cfg.cache_dir / "keys")
         tokens = credentials.TokenSource(creds)
@@ -126,6 +130,14 @@ class ProxyServer:
             ),
         )
         await self.upstream.start()
+        if ssl_ctx is not None and creds.client_cert_file and creds.client_key_file:
+            reloader = CertificateReloader(
+                ssl_ctx,
+                creds.client_cert_file,
+                creds.client_key_file,
+                on_change=self.upstream.reset_connections,
+            )
+            self._cert_reloader = asyncio.create_task(reloader.run(), name="cert-reloader")
         self.cache.start()
 
         client = web.Application(client_max_size=0)
@@ -170,6 +182,8 @@ class ProxyServer:
 
     async def stop(self) -> None:
         log.info("shutting down")
+        if self._cert_reloader is not None:
+            self._cert_reloader.cancel()
         for store in self.cache.stores.values():
             store.close_watchers("proxy shutting down")
         for listener in self._listeners:

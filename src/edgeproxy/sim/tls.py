@@ -117,6 +117,28 @@ def generate_bundle(directory: Path, hosts: Sequence[str]) -> TLSBundle:
     )
 
 
+def issue_client_pem(bundle: TLSBundle, user: str, groups: Sequence[str] = ()) -> bytes:
+    """A new client certificate for `user` in `groups`, signed by the bundle's CA.
+
+    Certificate and key in one PEM, as the kubelet keeps its rotating
+    `kubelet-client-current.pem`. Each call gives a new key and serial.
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    ca_cert = x509.load_pem_x509_certificate(bundle.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(bundle.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{bundle.ca_key}: not the EC key this module issues")
+    subject = x509.Name(
+        [*_cn(user), *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups)]
+    )
+    cert, key = _issue_leaf((ca_cert, ca_key), now, subject, set(), server_auth=False)
+    return cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
 def server_ssl_context(bundle: TLSBundle) -> ssl.SSLContext:
     """HTTPS serving context that verifies client certificates when one is offered."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

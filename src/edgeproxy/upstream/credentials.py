@@ -53,6 +53,10 @@ class Credentials:
     source: str
     username: str | None = None
     password: str | None = None
+    # Where the client certificate and key came from, when they are files: a
+    # rotating certificate (the kubelet's) is followed there (certreload.py).
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
 
 
 def from_kubeconfig(path: Path, context: str | None = None) -> Credentials:
@@ -123,6 +127,8 @@ def from_kubeconfig(path: Path, context: str | None = None) -> Credentials:
         source=f"{where} context {context}",
         username=username,
         password=password,
+        client_cert_file=_path(user, "client-certificate", base, us),
+        client_key_file=_path(user, "client-key", base, us),
     )
 
 
@@ -162,6 +168,8 @@ def from_server_addrs(
         token=None if token_file is None else _read_token(token_file, f"--token-file {token_file}"),
         token_file=token_file,
         source="--server-addr",
+        client_cert_file=client_cert,
+        client_key_file=client_key,
     )
 
 

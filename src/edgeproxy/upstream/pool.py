@@ -92,6 +92,10 @@ class Upstream:
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
+        self._session = self._new_session()
+        self._probe_task = asyncio.create_task(self._probe_loop(), name="upstream-probe")
+
+    def _new_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             ssl=self._ssl if self._ssl is not None else False,
             limit=0,
@@ -99,10 +103,20 @@ class Upstream:
             enable_cleanup_closed=True,
             socket_factory=_keepalive_socket,
         )
-        self._session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector, auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None)
         )
-        self._probe_task = asyncio.create_task(self._probe_loop(), name="upstream-probe")
+
+    async def reset_connections(self) -> None:
+        """Close every upstream connection; later requests open new ones.
+
+        After a client certificate rotation (certreload.py), as the kubelet
+        does: kept-alive connections would otherwise go on presenting the old
+        certificate. Open watches end and their reflectors resume from their RV.
+        """
+        old, self._session = self._session, self._new_session()
+        if old is not None:
+            await old.close()
 
     async def close(self) -> None:
         if self._probe_task is not None:
