@@ -188,7 +188,10 @@ def parse_selectors(
         labels = LabelSelector.parse(label_text)
         fields = FieldSelector.parse(field_text)
         # Kinds without field-label conversions get apimachinery's generic message.
-        fields.check_supported(rt.field_paths, generic=not rt.extra_fields)
+        # A type learnt from discovery may accept more than the proxy knows of
+        # (PodCertificateRequest's spec.nodeName): upstream is asked instead.
+        if rt.fields_checked:
+            fields.check_supported(rt.field_paths, generic=not rt.extra_fields)
     except SelectorError as exc:
         raise bad_request(exc.message) from exc
     return labels, fields

@@ -30,11 +30,17 @@ class ResourceType:
     namespaced: bool
     singular: str = ""
     short_names: tuple[str, ...] = ()
-    # selector label -> dotted JSON path of the value it compares
-    extra_fields: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+    # selector label -> dotted JSON path of the value it compares. Compared
+    # (not hashed): caches keyed by a type (objects.py) must tell apart two
+    # versions of one custom resource whose selectable fields differ.
+    extra_fields: Mapping[str, str] = field(default_factory=dict, hash=False)
     verbs: tuple[str, ...] = ALL_VERBS
     # Subresources the simulator serves (status is stored with the object).
     subresources: tuple[str, ...] = ()
+    # True: `field_paths` is every field label upstream accepts, so the proxy
+    # refuses others itself (the table below). False for types learnt from
+    # discovery: upstream decides, the proxy evaluates only what it knows.
+    fields_checked: bool = True
 
     @property
     def api_version(self) -> str:
