@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint golint typecheck k8s unit integration bench bench-tools clean
+.PHONY: demo test lint golint typecheck k8s unit integration bench bench-tools dist clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -57,5 +57,10 @@ bench-tools:
 		echo "nginx or wrk missing: their columns will be skipped (apt-get install -y nginx-light wrk)"; \
 	fi
 
+# The wheel an operator installs on a node (docs/operations.md): dist/edgeproxy-*.whl.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf dist $(VENV) .mypy_cache .pytest_cache .ruff_cache
