@@ -11,7 +11,7 @@ import pytest
 from edgeproxy.cache.scope import Scope
 from edgeproxy.kube.fields import FieldSelector
 from edgeproxy.kube.labels import LabelSelector
-from edgeproxy.kube.resources import ResourceRegistry, ResourceType
+from edgeproxy.kube.resources import COMMON_FIELDS, ResourceRegistry, ResourceType
 
 REGISTRY = ResourceRegistry()
 
@@ -119,9 +119,56 @@ COVERS = [
 ]
 
 
+# The fields a store can evaluate: all of the kind's, or (a type the proxy
+# knows only from discovery) metadata.name and metadata.namespace.
+METADATA_ONLY = frozenset(COMMON_FIELDS)
+
+
 @pytest.mark.parametrize(("scope", "request_scope", "known", "expected"), COVERS)
 def test_covers(scope: Scope, request_scope: Scope, known: bool, expected: bool) -> None:
-    assert scope.covers(request_scope, field_labels_known=known) is expected
+    evaluable = PODS.field_paths if known else METADATA_ONLY
+    assert scope.covers(request_scope, evaluable) is expected
+
+
+def pcrs(fields: str = "") -> Scope:
+    return Scope("certificates.k8s.io", "v1beta1", "podcertificaterequests", "", "", fields)
+
+
+@pytest.mark.parametrize(
+    ("scope", "request_scope", "expected"),
+    [
+        # A selector on a field the proxy holds no value of would compare "" and
+        # match nothing (or everything, with !=): never from a broader scope.
+        pytest.param(pcrs(), pcrs("spec.nodeName=n1"), False, id="unknown-from-broader"),
+        pytest.param(pcrs(), pcrs("spec.nodeName!=n1"), False, id="unknown-negated"),
+        pytest.param(pcrs(), pcrs("metadata.foo=x"), False, id="unknown-metadata-field"),
+        # The scope listed upstream with those terms answers them exactly ...
+        pytest.param(pcrs("spec.nodeName=n1"), pcrs("spec.nodeName=n1"), True, id="exact-scope"),
+        # ... and narrower requests whose other terms the proxy can evaluate.
+        pytest.param(
+            pcrs("spec.nodeName=n1"),
+            pcrs("metadata.name=a,spec.nodeName=n1"),
+            True,
+            id="narrower-evaluable",
+        ),
+        pytest.param(
+            pcrs("spec.nodeName=n1"),
+            pcrs("spec.nodeName=n1,spec.signerName=s"),
+            False,
+            id="narrower-unknown",
+        ),
+    ],
+)
+def test_covers_fields_without_values(scope: Scope, request_scope: Scope, expected: bool) -> None:
+    assert scope.covers(request_scope, METADATA_ONLY) is expected
+
+
+def test_residual_fields_leave_out_the_scopes_own_terms() -> None:
+    scope = pcrs("spec.nodeName=n1")
+    request = FieldSelector.parse("spec.nodeName=n1,metadata.name=a")
+    assert str(scope.residual_fields(request)) == "metadata.name=a"
+    assert scope.residual_fields(scope.fields()).empty
+    assert pcrs().residual_fields(request) == request
 
 
 @pytest.mark.parametrize(
@@ -130,4 +177,4 @@ def test_covers(scope: Scope, request_scope: Scope, known: bool, expected: bool)
 )
 def test_every_scope_covers_itself(labels: str, fields: str) -> None:
     scope = pods("ns", labels, fields)
-    assert scope.covers(scope, field_labels_known=False)
+    assert scope.covers(scope, METADATA_ONLY)

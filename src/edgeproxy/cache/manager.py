@@ -159,10 +159,10 @@ class CacheManager:
         exact = self.stores.get(request)
         if exact is not None and exact.synced:
             return exact
-        known_fields = self.registry.get(rt.group, rt.version, rt.resource) is not None
         best: ScopeStore | None = None
         for scope, store in self.stores.items():
-            covers = store.synced and scope.covers(request, known_fields)
+            # The fields the store holds values of: those of the type it was made with.
+            covers = store.synced and scope.covers(request, store.rt.field_paths)
             if covers and (best is None or len(store) < len(best)):
                 best = store
         return best

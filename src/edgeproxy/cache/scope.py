@@ -4,11 +4,14 @@ A scope is (group, version, resource, namespace, label selector, field
 selector) as a client asked for it (ARCHITECTURE.md sec. 2). Selectors are
 kept in canonical form so equal selectors written differently share a scope.
 A scope *covers* a request when it holds a superset of the objects the
-request selects and the proxy can evaluate the rest locally.
+request selects and the proxy can evaluate the rest locally: a field
+selector on fields the proxy holds no values of is answered only by a scope
+listed with exactly those terms (kube/discovery.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from edgeproxy.kube.fields import FieldSelector
@@ -50,12 +53,13 @@ class Scope:
     def fields(self) -> FieldSelector:
         return FieldSelector.parse(self.field_selector)
 
-    def covers(self, request: Scope, field_labels_known: bool) -> bool:
+    def covers(self, request: Scope, evaluable: Collection[str]) -> bool:
         """Whether this scope's objects include every object `request` selects.
 
-        The request's own selectors are then evaluated locally, which needs
-        the resource's field labels when the request filters on fields this
-        scope does not already apply.
+        The request's own selectors are then evaluated locally, so every field
+        it filters on that this scope does not already apply upstream must be
+        one of `evaluable`, the field labels this scope's store holds values
+        of: any other would compare as "" and match by mistake.
         """
         if self.gvr != request.gvr:
             return False
@@ -66,8 +70,21 @@ class Scope:
         if self.field_selector and not _field_subset(request.field_selector, self.field_selector):
             return False
         if request.field_selector and request.field_selector != self.field_selector:
-            return field_labels_known or _metadata_only(request.field_selector)
+            return self.residual_fields(request.fields()).fields_used <= set(evaluable)
         return True
+
+    def residual_fields(self, fields: FieldSelector) -> FieldSelector:
+        """The terms of `fields` this scope's store must still evaluate itself.
+
+        Its own terms were applied by upstream (its lists and watches carry
+        them), which matters for a field the proxy holds no value of: a store
+        listed with `spec.nodeName=n1` of a kind the proxy does not know the
+        fields of serves exactly that request, with nothing left to evaluate.
+        """
+        if not self.field_selector or fields.empty:
+            return fields
+        own = set(self.fields().requirements)
+        return FieldSelector(tuple(t for t in fields.requirements if t not in own))
 
 
 def _requirements(selector: str) -> set[str]:
@@ -87,10 +104,4 @@ def _label_subset(narrow: str, broad: str) -> bool:
 def _field_subset(narrow: str, broad: str) -> bool:
     return set(FieldSelector.parse(broad).requirements) <= set(
         FieldSelector.parse(narrow).requirements
-    )
-
-
-def _metadata_only(field_selector: str) -> bool:
-    return all(
-        name.startswith("metadata.") for name in FieldSelector.parse(field_selector).fields_used
     )

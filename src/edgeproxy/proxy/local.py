@@ -89,11 +89,16 @@ class LocalLists:
             if wanted > store.rv:
                 raise status.too_large_resource_version(wanted, store.rv)
         limit = 0 if semantics == "any" else opts.limit
+        # The scope's own field terms were upstream's to apply (cache/scope.py):
+        # the store may hold no value of their fields to compare.
+        local_fields = store.scope.residual_fields(fields)
 
         def matches(record: ObjectRecord) -> bool:
             if prefix and not record.key.startswith(prefix):  # cheaper than .namespace
                 return False
-            return labels.matches(record.labels) and (fields.empty or fields.matches(record.fields))
+            return labels.matches(record.labels) and (
+                local_fields.empty or local_fields.matches(record.fields)
+            )
 
         gzip_ok = "gzip" in request.headers.get("Accept-Encoding", "")
         include = request.query.get("includeObject", "")

@@ -670,7 +670,7 @@ class ProxyRouter:
             opts,
             info.namespace,
             labels,
-            fields,
+            store.scope.residual_fields(fields),  # its own terms were upstream's to apply
             choice,
             settings=self.settings,
             metrics=self.metrics,
