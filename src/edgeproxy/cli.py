@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-proxy {__version__}")
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
+    parser.add_argument(
+        "--logging-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as text (default) or one JSON object per line",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -189,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--cache-dir",
         metavar="DIR",
-        help="where the durable cache lives (default ~/.cache/edge-proxy)",
+        help="where the durable cache lives (default: $STATE_DIRECTORY under systemd, "
+        "/var/lib/edge-proxy as root, else ~/.cache/edge-proxy)",
     )
     serve.add_argument(
         "--node-name",
@@ -316,9 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING - 10 * min(verbosity, 2) if verbosity else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(verbosity: int, fmt: str = "text") -> None:
+    from edgeproxy import logs
+
+    logs.setup(verbosity, fmt)
 
 
 def _install_uvloop() -> None:
@@ -438,7 +445,7 @@ def run_kubeconfig(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.logging_format)
     commands = {
         "sim": run_sim,
         "serve": run_serve,

@@ -21,7 +21,18 @@ from edgeproxy.filters.base import FilterSet
 from edgeproxy.filters.registry import build_filters
 
 
+# Where a daemon run as root keeps its cache: state that must survive a reboot,
+# not a per-user cache a cleaner may empty (FHS /var/lib).
+SYSTEM_CACHE_DIR = Path("/var/lib/edge-proxy")
+
+
 def default_cache_dir() -> Path:
+    """systemd's StateDirectory=, else /var/lib/edge-proxy as root, else the user's cache."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state)
+    if os.geteuid() == 0:
+        return SYSTEM_CACHE_DIR
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "edge-proxy"
 

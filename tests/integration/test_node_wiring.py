@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -156,3 +157,23 @@ def test_serve_refuses_its_own_listener_as_upstream(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "this proxy's own listener" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_serve_in_use_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeproxy", "--logging-format=json", "serve",
+             "--server-addr=http://127.0.0.1:9", f"--listen=127.0.0.1:{port}",
+             "--admin-listen=127.0.0.1:0", f"--cache-dir={tmp_path / 'cache'}"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == (
+        f"edge-proxy serve: --listen 127.0.0.1:{port}: cannot listen: address already in use"
+    )
+    # Everything before it is a log line, one JSON object each.
+    assert all(json.loads(line)["msg"] for line in lines[:-1])

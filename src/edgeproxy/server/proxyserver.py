@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -35,6 +36,19 @@ from edgeproxy.upstream.certreload import CertificateReloader
 from edgeproxy.upstream.pool import Upstream, UpstreamSettings
 
 log = logging.getLogger(__name__)
+
+
+async def _bind(listener: Listener, host: str, port: int, flag: str, **kwargs: int) -> int:
+    """Start `listener`; a port in use or not ours is a ConfigError naming the flag.
+
+    The operator's fix is in the configuration (another port, or stop what
+    holds it), so it is reported as one line with exit code 2, not a traceback.
+    """
+    try:
+        return await listener.start(host, port, **kwargs)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"{flag} {host}:{port}: cannot listen: {reason.lower()}") from None
 
 
 def _split(hostport: str) -> tuple[str, int]:
@@ -156,7 +170,7 @@ class ProxyServer:
         host, port = _split(cfg.listen)
         # A node's components reconnect together after a restart; kube-apiserver
         # listens with the system maximum backlog, aiohttp's default is 128.
-        self.port = await listener.start(host, port, backlog=1024)
+        self.port = await _bind(listener, host, port, "--listen", backlog=1024)
 
         stats = self.journal.stats if self.journal is not None else dict
         admin = admin_app(self.upstream, self.cache, self.metrics, stats, self.filters.debug)
@@ -165,7 +179,7 @@ class ProxyServer:
         )
         self._listeners.append(admin_listener)
         ahost, aport = _split(cfg.admin_listen)
-        self.admin_port = await admin_listener.start(ahost, aport)
+        self.admin_port = await _bind(admin_listener, ahost, aport, "--admin-listen")
         log.info(
             "edge-proxy serving on %s:%d (admin %s:%d, at most %d and %d connections), "
             "upstream %s, %d objects from the journal in %.0f ms",
