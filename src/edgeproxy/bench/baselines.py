@@ -1,11 +1,15 @@
 """The four ways in that every suite compares, started the same way on the same data.
 
-- **direct**: straight to the upstream (the simulator, or the cluster of
-  `--against KUBECONFIG`): what a node's clients get without anything between;
+- **direct**: straight to the upstream (the simulator, the real apiserver of
+  `--against real`, or the cluster of `--against KUBECONFIG`): what a node's
+  clients get without anything between;
 - **nginx**: Debian's nginx-light as a plain reverse proxy (`proxy_pass` to the
   upstream, `proxy_buffering off` so watch events are not held back, upstream
   keep-alive, one worker like the proxy's one event loop), config and logs in
-  a temp dir; it caches nothing, so it shows what forwarding alone costs;
+  a temp dir; it caches nothing, so it shows what forwarding alone costs. In
+  front of an HTTPS upstream it speaks TLS to it with the kubeconfig's
+  credentials (`proxy_ssl_certificate`, `proxy_ssl_trusted_certificate`,
+  the bearer token as a header), as the proxy does; its clients speak http;
 - **strict** and **cache-first**: `edge-proxy serve` in each consistency mode.
 
 `open_static_nginx` is another nginx: it serves fixed files (and their
@@ -13,26 +17,28 @@
 served (the watchcache suite).
 
 A baseline that cannot run here raises `Skip` with a message saying how to
-get it (nginx missing; nginx in front of an HTTPS cluster).
+get it (nginx missing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from edgeproxy.bench.cloud import Upstream
 from edgeproxy.bench.kubeclient import Api, BenchError
 from edgeproxy.bench.procstat import ProcGroup
-from edgeproxy.testing import ProxyProcess, SimProcess, free_port, stop_process
+from edgeproxy.testing import ProxyProcess, free_port, stop_process
+
+__all__ = ["PROXIES", "TARGETS", "Skip", "Target", "Upstream", "open_static_nginx", "open_target"]
 
 TARGETS = ("direct", "nginx", "strict", "cache-first")
 PROXIES = ("strict", "cache-first")
@@ -43,36 +49,6 @@ MODE_ARGS = {"strict": (), "cache-first": ("--consistency=cache-first",)}
 
 class Skip(Exception):
     """This baseline cannot run here; the message says why and how to fix it."""
-
-
-@dataclass(slots=True)
-class Upstream:
-    """The cloud: a simulator in a child process, or a real cluster."""
-
-    url: str
-    kubeconfig: Path
-    sim: SimProcess | None = None
-    ssl_context: ssl.SSLContext | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def faults(self) -> bool:
-        """Whether the link can be cut (only the simulator can)."""
-        return self.sim is not None
-
-    def api(self, connections: int = 0) -> Api:
-        return Api(
-            self.url, ssl_context=self.ssl_context, headers=self.headers, connections=connections
-        )
-
-    def writer(self) -> Api:
-        """Writes "in the cloud": through the sim's control port, which faults never touch."""
-        if self.sim is not None:
-            return Api(self.sim.control_url)
-        return self.api()
-
-    def procs(self) -> ProcGroup | None:
-        return None if self.sim is None else ProcGroup(self.sim.proc.pid)
 
 
 NGINX_CONF = """\
@@ -93,9 +69,9 @@ http {{
         listen 127.0.0.1:{port};
         client_max_body_size 16m;
         location / {{
-            proxy_pass http://cloud;
+            proxy_pass {scheme}://cloud;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection "";{tls}
             proxy_buffering off;
             proxy_request_buffering off;
             proxy_read_timeout 3600s;
@@ -131,11 +107,47 @@ http {{
 """
 
 
+def _tls_lines(upstream: Upstream, d: Path) -> str:
+    """nginx's TLS to an HTTPS upstream: verified, with the kubeconfig's client cert or token."""
+    creds = upstream.creds
+    if creds is None:
+        raise Skip("nginx: no credentials for the HTTPS upstream")
+    lines = ["proxy_ssl_session_reuse on;"]
+    if creds.ca_pem is not None and not creds.insecure_skip_verify:
+        (d / "ca.pem").write_bytes(creds.ca_pem)
+        # nginx matches DNS names only, not IP SANs: the apiserver's cert names localhost.
+        name = creds.tls_server_name or _host(upstream.origin or upstream.url)
+        name = "localhost" if name == "127.0.0.1" else name
+        lines += [
+            f"proxy_ssl_trusted_certificate {d}/ca.pem;",
+            "proxy_ssl_verify on;",
+            f"proxy_ssl_name {name};",
+            "proxy_ssl_server_name on;",
+        ]
+    if creds.client_cert_pem is not None and creds.client_key_pem is not None:
+        (d / "client.pem").write_bytes(creds.client_cert_pem)
+        key = d / "client.key"
+        key.write_bytes(creds.client_key_pem)
+        key.chmod(0o600)
+        lines += [f"proxy_ssl_certificate {d}/client.pem;", f"proxy_ssl_certificate_key {key};"]
+    for header, value in upstream.headers.items():
+        lines.append(f'proxy_set_header {header} "{value}";')
+    return "".join(f"\n            {line}" for line in lines)
+
+
+def _host(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+
+
+def _hostport(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
+
+
 class Nginx:
-    """nginx in the foreground: a reverse proxy to `upstream_hostport`, or static `files`."""
+    """nginx in the foreground: a reverse proxy to `upstream`, or static `files`."""
 
     def __init__(
-        self, upstream_hostport: str = "", *, files: Mapping[str, bytes] | None = None
+        self, upstream: Upstream | None = None, *, files: Mapping[str, bytes] | None = None
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="edge-proxy-bench-nginx-"))
         self.port = free_port()
@@ -150,8 +162,16 @@ class Nginx:
             conf.write_text(STATIC_CONF.format(d=self.dir, port=self.port))
             probe = "/" + next(iter(files))
         else:
+            assert upstream is not None
+            https = upstream.url.startswith("https://")
             conf.write_text(
-                NGINX_CONF.format(d=self.dir, port=self.port, upstream=upstream_hostport)
+                NGINX_CONF.format(
+                    d=self.dir,
+                    port=self.port,
+                    upstream=_hostport(upstream.url),
+                    scheme="https" if https else "http",
+                    tls=_tls_lines(upstream, self.dir) if https else "",
+                )
             )
         self._log = (self.dir / "stderr.log").open("wb")
         args = ["nginx", "-e", str(self.dir / "error.log"), "-p", str(self.dir), "-c", str(conf)]
@@ -228,9 +248,7 @@ def open_target(
     if name == "nginx":
         if shutil.which("nginx") is None:
             raise Skip(f"nginx is not installed; install it with `{INSTALL_NGINX}`")
-        if upstream.url.startswith("https://"):
-            raise Skip("the nginx baseline needs a plain-http upstream (run against the simulator)")
-        nginx = Nginx(upstream.url.removeprefix("http://"))
+        nginx = Nginx(upstream)
         return Target(name, nginx.url, upstream, ProcGroup(nginx.proc.pid, True), nginx=nginx)
     if name in MODE_ARGS:
         proxy = ProxyProcess(upstream.kubeconfig, *MODE_ARGS[name], *proxy_args, workdir=workdir)

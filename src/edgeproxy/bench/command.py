@@ -1,17 +1,21 @@
 """`edge-proxy bench`: start the upstream, run the chosen suites, write the report.
 
-The upstream is a fresh `edge-proxy sim` (the default, `--against sim`) or a
-real cluster (`--against KUBECONFIG`): then only the suites that need no
-fault injection and create nothing but ConfigMaps in namespaces of their own
-run, and those namespaces are deleted at the end. Results go to `--out` as
-JSON, Markdown and PNG charts (matplotlib, the `bench` extra); without
-matplotlib the charts are skipped with a message.
+The upstream is a fresh `edge-proxy sim` (the default, `--against sim`), a
+real etcd + kube-apiserver started on loopback for the run (`--against
+real`: every suite runs against it, the link cut by a relay), or someone's
+cluster (`--against KUBECONFIG`): then only the suites that cut nothing and
+create nothing but ConfigMaps in namespaces of their own run, and those
+namespaces are deleted at the end. A suite that does not run says why in
+the report. Results go to `--out` as JSON, Markdown and PNG charts
+(matplotlib, the `bench` extra); without matplotlib the charts are skipped
+with a message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import platform
 import resource
@@ -24,11 +28,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edgeproxy.bench import report
-from edgeproxy.bench.baselines import TARGETS, Upstream
+from edgeproxy.bench import cloud, report
+from edgeproxy.bench.baselines import TARGETS
+from edgeproxy.bench.cloud import Upstream
 from edgeproxy.bench.runner import MIN_RUNS, Progress
-from edgeproxy.bench.session import FULL, QUICK, Session, Sizes, SuiteResult
-from edgeproxy.testing import SimProcess
+from edgeproxy.bench.session import FULL, QUICK, REAL, Session, Sizes, SuiteResult
 
 SUITES = ("challenge", "scale", "outage", "restart", "bandwidth", "watchcache", "filters")
 DEFAULT_SUITES = SUITES
@@ -67,13 +71,26 @@ def _raise_open_files() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(OPEN_FILES, hard), hard))
 
 
-def _real_cluster(kubeconfig: Path, workdir: Path) -> Upstream:
-    from edgeproxy.upstream import credentials
+def _start_upstream(against: str, workdir: Path, progress: Progress) -> Upstream:
+    if against == "sim":
+        progress.say("starting edge-proxy sim")
+        return cloud.start_sim(workdir / "sim")
+    if against == "real":
+        progress.say("starting etcd + kube-apiserver (edgeproxy.controlplane)")
+        t0 = time.monotonic()
+        upstream = cloud.start_real(workdir / "real")
+        progress.say(f"kube-apiserver ready in {time.monotonic() - t0:.1f} s at {upstream.url}")
+        return upstream
+    return cloud.cluster(Path(against), workdir / "keys")
 
-    creds = credentials.from_kubeconfig(kubeconfig)
-    ctx = credentials.ssl_context(creds, workdir / "keys")
-    headers = credentials.TokenSource(creds).headers()
-    return Upstream(creds.servers[0], kubeconfig, ssl_context=ctx, headers=headers)
+
+def _describe(against: str, upstream: Upstream) -> str:
+    """What the report says the upstream was: the real one's version is worth naming."""
+    if upstream.control is None:
+        return against
+    status, body = upstream.control.request("GET", "/version")
+    version = json.loads(body).get("gitVersion", "?") if status == 200 else "?"
+    return f"real: kube-apiserver {version} + etcd on loopback, started for the run"
 
 
 def _suite(name: str) -> ModuleType:
@@ -84,9 +101,10 @@ async def _run_suites(session: Session, names: list[str]) -> dict[str, SuiteResu
     results: dict[str, SuiteResult] = {}
     for name in names:
         module = _suite(name)
-        if module.SIM_ONLY and not session.upstream.faults:
-            reason = "needs fault injection or creates Pods/Services: run it against the simulator"
-            session.say(f"{name}: skipped against a real cluster ({reason})")
+        reason: str = module.OWN_UPSTREAM_ONLY
+        if reason and not session.upstream.owned:
+            reason = f"skipped: {reason}; run it against the simulator or `--against real`"
+            session.say(f"{name}: {reason}")
             results[name] = SuiteResult(name, module.TITLE, module.__doc__ or "", notes=[reason])
             continue
         session.say(f"== suite {name}: {module.TITLE}")
@@ -95,7 +113,7 @@ async def _run_suites(session: Session, names: list[str]) -> dict[str, SuiteResu
 
 
 async def _cleanup_namespaces(upstream: Upstream) -> None:
-    """Against a real cluster: delete the namespaces the suites created."""
+    """Against someone's cluster: delete the namespaces the suites created."""
     async with upstream.api() as api:
         status, body = await api.get_bytes("/api/v1/namespaces")
         if status != 200:
@@ -124,37 +142,37 @@ def run(
         )
         return 2
     names = suites or list(DEFAULT_SUITES)
-    base: Sizes = QUICK if quick else FULL
+    base: Sizes = QUICK if quick else REAL if against == "real" else FULL
     sizes = Sizes(**{**{f: getattr(base, f) for f in base.__slots__}, "runs": max(runs, MIN_RUNS)})
     _raise_open_files()
     progress = Progress()
     workdir = Path(tempfile.mkdtemp(prefix="edge-proxy-bench-"))
-    sim: SimProcess | None = None
-    if against == "sim":
-        progress.say("starting edge-proxy sim")
-        sim = SimProcess(workdir=workdir / "sim")
-        upstream = Upstream(sim.url, sim.kubeconfig, sim=sim)
-    else:
-        upstream = _real_cluster(Path(against), workdir)
-    session = Session(upstream, sizes, targets, progress, workdir)
     started = datetime.now(UTC)
     t0 = time.monotonic()
+    load0 = os.getloadavg()
+    upstream: Upstream | None = None
     try:
+        upstream = _start_upstream(against, workdir, progress)
+        described = _describe(against, upstream)
+        session = Session(upstream, sizes, targets, progress, workdir)
         results = asyncio.run(_run_suites(session, names))
-        if sim is None:
+        if not upstream.owned:
             asyncio.run(_cleanup_namespaces(upstream))
     finally:
-        if sim is not None:
-            sim.stop()
+        if upstream is not None:
+            cloud.stop(upstream)
         shutil.rmtree(workdir, ignore_errors=True)
     meta = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "against": against,
+        "against": described,
         "suites": names,
         "runs": sizes.runs,
         "quick": quick,
+        "sizes": {f: getattr(sizes, f) for f in sizes.__slots__},
         "wall_s": time.monotonic() - t0,
         "seeding_s": session.dataset.seconds,
+        # The machine is shared: the 1-minute load average at the start and the end.
+        "load": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
         "machine": machine(),
     }
     written = report.write(out, meta, results)

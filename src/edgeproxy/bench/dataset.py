@@ -4,7 +4,9 @@ A mid-sized edge cluster as the cloud sees it: `pods` Pods over 100 Nodes
 (so a kubelet's node-scoped list is 1%), `services` Services each with an
 Endpoints object of `endpoints_per_service` addresses. Seeded straight into
 the upstream (never through a target), once, before the first suite that
-needs it, so every target of every suite reads the same objects.
+needs it, so every target of every suite reads the same objects: into the
+simulator through its control port, into a real apiserver through its API,
+CREATE_CONCURRENCY POSTs in flight (what that takes is in the report).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeproxy.bench import objects
-from edgeproxy.bench.kubeclient import Api
+from edgeproxy.bench.cloud import Upstream
+from edgeproxy.bench.kubeclient import CREATE_CONCURRENCY, Api
 
 POD_NS = "bench-pods"
 SVC_NS = "bench-svc"
@@ -68,6 +71,16 @@ class Dataset:
             [objects.endpoints_body(SVC_NS, i, s.endpoints_per_service) for i in range(s.services)],
         )
         self.seeded = True
+
+    def seeded_note(self, upstream: Upstream) -> str:
+        s = self.sizes
+        what = f"{s.pods:,} Pods, {s.services:,} Services and Endpoints, {objects.NODES} Nodes"
+        if upstream.sim is not None:
+            return f"dataset ({what}) seeded straight into the simulator in {self.seconds:.1f} s"
+        return (
+            f"dataset ({what}) seeded through {upstream.kind}'s API"
+            f" ({CREATE_CONCURRENCY} POSTs in flight) in {self.seconds:.1f} s"
+        )
 
     async def churn_endpoints(self, writer: Api) -> tuple[int, int]:
         """One endpoints change, as a rollout makes: returns (resourceVersion, answered ns)."""

@@ -128,14 +128,15 @@ def challenge_configmap(namespace: str, name: str, kind: str) -> Body:
     }
 
 
-def service_body(namespace: str, i: int) -> Body:
+def service_body(namespace: str, i: int, subnet: int = 96) -> Body:
+    """Service `i` with a fixed cluster IP in 10.<subnet>.0.0/16 (no two Services share one)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": f"svc-{i:04d}", "namespace": namespace, "labels": {"app": f"a{i}"}},
         "spec": {
             "type": "ClusterIP",
-            "clusterIP": f"10.96.{i // 250}.{i % 250 + 1}",
+            "clusterIP": f"10.{subnet}.{i // 250}.{i % 250 + 1}",
             "selector": {"app": f"a{i}"},
             "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
         },
@@ -183,7 +184,8 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 def topology_service_body(namespace: str, i: int) -> Body:
     """Service `i` of `service_body`, asking for pool-scoped endpoints (OpenYurt)."""
-    body = service_body(namespace, i)
+    # 10.97: kube-apiserver refuses a cluster IP the shared dataset's Services hold.
+    body = service_body(namespace, i, subnet=97)
     body["metadata"]["annotations"] = {TOPOLOGY_ANNOTATION: "openyurt.io/nodepool"}
     return body
 

@@ -84,12 +84,15 @@ class ProcGroup:
 
     pid: int
     with_children: bool = False
+    # Processes measured with it (kube-apiserver's etcd: the real cloud is both).
+    others: tuple[int, ...] = ()
     # CPU of children seen earlier that have since exited is not lost.
     _gone_cpu: float = 0.0
     _last: dict[int, float] = field(default_factory=dict)
 
     def pids(self) -> list[int]:
-        return [self.pid, *children(self.pid)] if self.with_children else [self.pid]
+        own = [self.pid, *children(self.pid)] if self.with_children else [self.pid]
+        return [*own, *self.others]
 
     def cpu_seconds(self) -> float:
         now: dict[int, float] = {}

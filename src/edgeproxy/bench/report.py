@@ -44,10 +44,12 @@ def figures(suite: Mapping[str, Any]) -> list[str]:
 
 def header(meta: Mapping[str, Any]) -> str:
     m = meta["machine"]
+    load = meta.get("load")
+    shared = f" Load average {load[0]} at the start, {load[1]} at the end." if load else ""
     return (
         f"{meta['date']}, {m['nproc']} x {m['cpu']}, Python {m['python']}, "
         f"against {meta['against']}; each cell is the median [min..max] of {meta['runs']} runs; "
-        f"wall time {meta['wall_s'] / 60:.1f} min."
+        f"wall time {meta['wall_s'] / 60:.1f} min.{shared}"
     )
 
 

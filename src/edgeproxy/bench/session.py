@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeproxy.bench.baselines import Skip, Target, Upstream, open_target
+from edgeproxy.bench.baselines import Skip, Target, open_target
+from edgeproxy.bench.cloud import Upstream
 from edgeproxy.bench.dataset import Dataset, DatasetSizes
 from edgeproxy.bench.kubeclient import BenchError
 from edgeproxy.bench.runner import MIN_RUNS, Progress, Run, aggregate, repeat
@@ -94,6 +95,9 @@ QUICK = Sizes(
     filter_updates=40,
     filter_rate=100.0,
 )
+
+# `--against real`: the same sizes; a real apiserver takes the dataset through its API.
+REAL = FULL
 
 
 @dataclass(slots=True)

@@ -31,13 +31,13 @@ from edgeproxy.bench.baselines import TARGETS, Target
 from edgeproxy.bench.informer import Informer
 from edgeproxy.bench.kubeclient import Api
 from edgeproxy.bench.procstat import Usage
-from edgeproxy.bench.relay import Relay, relayed
+from edgeproxy.bench.relay import Relay, relayed, start_relay
 from edgeproxy.bench.runner import Run
 from edgeproxy.bench.session import Session, SuiteResult
 
 NAME = "bandwidth"
 TITLE = "cloud bytes vs bytes served: kubelet-, kube-proxy- and coredns-like clients"
-SIM_ONLY = True  # reads the shared dataset of Pods, Services and Endpoints
+OWN_UPSTREAM_ONLY = "creates the shared dataset of Pods, Nodes, Services and Endpoints"
 SYNC_TIMEOUT = 60.0
 DELIVERY_TIMEOUT = 10.0
 
@@ -145,8 +145,7 @@ class Bandwidth:
 async def run(session: Session) -> SuiteResult:
     result = SuiteResult(NAME, TITLE, __doc__ or "")
     upstream = session.upstream
-    assert upstream.sim is not None
-    relay = await Relay("127.0.0.1", upstream.sim.port).start()
+    relay = await start_relay(upstream)
     bandwidth = Bandwidth(session, relay)
     try:
         await session.each_target(

@@ -65,7 +65,7 @@ from edgeproxy.bench.session import Session, SuiteResult
 
 NAME = "filters"
 TITLE = "servicetopology: re-filter after a node label change, CPU per filtered event"
-SIM_ONLY = True  # creates Services and EndpointSlices, relabels the Nodes
+OWN_UPSTREAM_ONLY = "creates Services and EndpointSlices and relabels the Nodes"
 
 NAMESPACE = "bench-topo"
 SERVICES_PATH = f"/api/v1/namespaces/{NAMESPACE}/services"

@@ -1,15 +1,17 @@
 """Outage: cut the cloud link, keep serving, restore, catch up — what clients live through.
 
 Per target and run: an informer (list + watch, as client-go) runs through the
-target on `outage_objects` ConfigMaps. Then the simulator black-holes its API
-port (requests and watch streams stall; nothing answers, as with an iptables
-DROP), and:
+target on `outage_objects` ConfigMaps. Then the link is black-holed
+(requests and watch streams stall; nothing answers, as with an iptables
+DROP): the simulator cuts its own API port; the real apiserver is reached
+through a relay (`relay.link()`), which cuts instead. Then:
 
 - **detection**: how long until the proxy reports the link down (`/readyz`);
 - **offline lists**: up to 5 selected lists through the target, each allowed
   2 s (a plain proxy stalls with the upstream, so it fails the first);
 - `outage_changes` changes are written in the cloud during the cut (through
-  the simulator's never-faulted control port); the cut lasts
+  the simulator's never-faulted control port, or straight to the real
+  apiserver, not through the relay); the cut lasts
   `outage_seconds` from its start;
 - **restore**: the link comes back; how long until the proxy reports it up;
 - **catch-up**: from the restore until the informer has every change made
@@ -28,12 +30,13 @@ from edgeproxy.bench.baselines import TARGETS, Target
 from edgeproxy.bench.informer import Informer
 from edgeproxy.bench.kubeclient import BenchError
 from edgeproxy.bench.procstat import Usage
+from edgeproxy.bench.relay import LINK_NOTE, link
 from edgeproxy.bench.runner import Run, percentile
 from edgeproxy.bench.session import Session, SuiteResult
 
 NAME = "outage"
 TITLE = "link cut: detection, offline lists, restore, catch-up, relists"
-SIM_ONLY = True  # needs fault injection
+OWN_UPSTREAM_ONLY = "cuts the link to the upstream"
 NAMESPACE = "bench-outage"
 PATH = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
 SELECTED = PATH + "?labelSelector=type%3Doutage"
@@ -79,8 +82,7 @@ class Outage:
         run["offline list p50 (ms)"] = 1000 * percentile(seconds, 0.5)
 
     async def once(self, target: Target, i: int) -> Run:
-        sim = self.s.upstream.sim
-        assert sim is not None
+        link = target.upstream
         sizes = self.s.sizes
         usage = Usage(target.procs).start() if target.procs else None
         run: Run = {}
@@ -90,7 +92,7 @@ class Outage:
                 await asyncio.wait_for(informer.synced.wait(), 10)
                 await asyncio.sleep(0.2)  # the watch is open
                 cut = time.monotonic()
-                sim.fault(blackhole=True)
+                await link.cut()
                 try:
                     run["detection (s)"] = (
                         await target.wait_link(up=False) if target.proxy else math.nan
@@ -105,7 +107,7 @@ class Outage:
                         written.append(rv)
                     await asyncio.sleep(max(0.0, cut + sizes.outage_seconds - time.monotonic()))
                 finally:
-                    sim.heal()
+                    await link.heal()
                 healed_ns = time.monotonic_ns()
                 run["restore seen (ms)"] = (
                     1000 * await target.wait_link(up=True) if target.proxy else math.nan
@@ -129,7 +131,12 @@ async def run(session: Session) -> SuiteResult:
     result = SuiteResult(NAME, TITLE, __doc__ or "")
     outage = Outage(session)
     try:
-        await session.each_target(result, TARGETS, outage.once, prepare=outage.prepare)
+        async with link(session.upstream, session.workdir / "outage-link") as upstream:
+            if upstream.relay is not None:
+                result.notes.append(LINK_NOTE)
+            await session.each_target(
+                result, TARGETS, outage.once, prepare=outage.prepare, upstream=upstream
+            )
     finally:
         await outage.writer.close()
     for name, figures in result.targets.items():

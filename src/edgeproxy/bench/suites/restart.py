@@ -24,12 +24,13 @@ from edgeproxy.bench import dataset
 from edgeproxy.bench.baselines import PROXIES, TARGETS, Target
 from edgeproxy.bench.kubeclient import BenchError
 from edgeproxy.bench.procstat import ProcGroup, cpu_seconds, peak_rss_mb
+from edgeproxy.bench.relay import LINK_NOTE, link
 from edgeproxy.bench.runner import Run
 from edgeproxy.bench.session import Session, SuiteResult
 
 NAME = "restart"
 TITLE = "cold start from the journal with 10k objects, offline"
-SIM_ONLY = True  # needs fault injection
+OWN_UPSTREAM_ONLY = "cuts the link to the upstream and creates 10k Pods"
 SYNC_TIMEOUT = 120.0
 LIST_TIMEOUT = 60.0
 
@@ -84,9 +85,8 @@ class Restart:
                 if listed.items != pods:
                     raise BenchError(f"direct: {listed.items} pods, expected {pods}")
             return run
-        sim = self.s.upstream.sim
-        assert sim is not None
-        sim.fault(blackhole=True)
+        link = target.upstream
+        await link.cut()
         try:
             t0 = time.monotonic()
             run["start to /healthz (s)"] = target.proxy.start()
@@ -102,7 +102,7 @@ class Restart:
             run["peak RSS (MB)"] = peak_rss_mb(pid)
             run["journal on disk (MB)"] = _dir_mb(target.proxy.cache_dir)
         finally:
-            sim.heal()
+            await link.heal()
             target.proxy.kill()
         return run
 
@@ -112,7 +112,17 @@ async def run(session: Session) -> SuiteResult:
     restart = Restart(session)
     skip = {"nginx": "nginx holds no state to start from"}
     try:
-        await session.each_target(result, TARGETS, restart.once, prepare=restart.prepare, skip=skip)
+        async with link(session.upstream, session.workdir / "restart-link") as upstream:
+            if upstream.relay is not None:
+                result.notes.append(LINK_NOTE)
+            await session.each_target(
+                result,
+                TARGETS,
+                restart.once,
+                prepare=restart.prepare,
+                skip=skip,
+                upstream=upstream,
+            )
     finally:
         await restart.writer.close()
     if result.targets:

@@ -41,7 +41,7 @@ from edgeproxy.bench.baselines import (
 )
 from edgeproxy.bench.kubeclient import IDENTITY, BenchError, RawList
 from edgeproxy.bench.procstat import ProcGroup, peak_rss_mb, rss_mb
-from edgeproxy.bench.relay import Relay, relayed
+from edgeproxy.bench.relay import Relay, relayed, start_relay
 from edgeproxy.bench.runner import Run
 from edgeproxy.bench.session import Session, SuiteResult
 from edgeproxy.bench.suites.restart import wait_synced
@@ -50,7 +50,7 @@ from edgeproxy.bench.suites.watchcache_fanout import Fanout
 
 NAME = "watchcache"
 TITLE = "cached list vs static nginx, list-loop cloud bytes, 1,000 writes/s fan-out, memory"
-SIM_ONLY = True  # the relay, Pods, writes straight to the simulator
+OWN_UPSTREAM_ONLY = "creates 10k Pods and writes 1,000 changes/s"
 NAMESPACE = "bench-wc-lists"
 LIST = f"/api/v1/namespaces/{NAMESPACE}/configmaps?labelSelector=type%3Dresourceusage"
 ENCODINGS = {
@@ -215,8 +215,7 @@ async def run(session: Session) -> SuiteResult:
     result = SuiteResult(NAME, TITLE, __doc__ or "")
     wc = Watchcache(session, result)
     upstream = session.upstream
-    assert upstream.sim is not None
-    relay = await Relay("127.0.0.1", upstream.sim.port).start()
+    relay = await start_relay(upstream)
     fanout = Fanout(session, wc.writer)
     try:
         await wc.seed()
@@ -255,7 +254,7 @@ async def run(session: Session) -> SuiteResult:
             prepare=wc.warm,
             upstream=relayed(upstream, relay, session.workdir / "watchcache-relay"),
         )
-        session.say(f"{NAME}: {session.sizes.watchers} watchers, writes straight to the sim")
+        session.say(f"{NAME}: {session.sizes.watchers} watchers, writes straight to the upstream")
         await session.each_target(result, FANOUT_TARGETS, fanout.once, prepare=fanout.prepare)
         session.say(f"{NAME}: proxy memory with {session.sizes.pods} pods")
         await session.each_target(result, PROXIES, wc.memory, prepare=wc.memory_prepare)
