@@ -430,10 +430,27 @@ def test_patch_strategic(kubectl: Kubectl, target: SimProcess, api: Api) -> None
         {"name": "app", "image": "nginx:1.27", "env": [{"name": "MODE", "value": "a"}]},
         {"name": "sidecar", "image": "busybox:1.36"},
     ]
-    # The same patch as a JSON merge patch replaces the whole list.
-    kubectl.run("patch", "pod", "sp", "--type=merge", "-p", json.dumps(patch))
-    containers = _declared(fetch(api, target, ns, "pods", "sp").json()["spec"]["containers"])
-    assert containers == [{"name": "app", "image": "nginx:1.27"}]
+    # The same patch as a JSON merge patch replaces the whole list, which would
+    # drop the sidecar: kube-apiserver refuses to add or remove pod containers.
+    proc = kubectl.run("patch", "pod", "sp", "--type=merge", "-p", json.dumps(patch), check=False)
+    assert proc.returncode != 0
+    assert (
+        'The Pod "sp" is invalid: spec.containers: Forbidden: '
+        "pod updates may not add or remove containers"
+    ) in proc.stderr
+    # On a list both may change: strategic merge adds to `finalizers` (a set),
+    # a JSON merge patch replaces it.
+    fin = {"metadata": {"finalizers": ["example.com/a"]}}
+    kubectl.run("patch", "pod", "sp", "-p", json.dumps(fin))
+    fin["metadata"]["finalizers"] = ["example.com/b"]
+    kubectl.run("patch", "pod", "sp", "-p", json.dumps(fin))
+    meta = fetch(api, target, ns, "pods", "sp").json()["metadata"]
+    assert meta["finalizers"] == ["example.com/b", "example.com/a"]  # new items first
+    kubectl.run("patch", "pod", "sp", "--type=merge", "-p", json.dumps(fin))
+    assert fetch(api, target, ns, "pods", "sp").json()["metadata"]["finalizers"] == [
+        "example.com/b"
+    ]
+    kubectl.run("patch", "pod", "sp", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
 
 
 def _declared(containers: list[dict[str, Any]]) -> list[dict[str, Any]]:

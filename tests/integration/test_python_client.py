@@ -159,7 +159,7 @@ def test_watch_from_resource_version(
     def write(method: str, path: str, body: Any = None, ct: str = "application/json") -> str:
         resp = api(target, method, path, body, content_type=ct)
         assert resp.status in (200, 201), resp.body
-        return str(resp.json()["metadata"]["resourceVersion"])
+        return str(resp.json()["metadata"].get("resourceVersion", ""))
 
     other = make_namespace(target)
     expected = [
@@ -167,6 +167,8 @@ def test_watch_from_resource_version(
         ("MODIFIED", "old", write("PATCH", f"{base}/old", {"data": {"y": "2"}}, MERGE)),
     ]
     write("POST", f"/api/v1/namespaces/{other}/configmaps", configmap("elsewhere"))
+    # An immediate delete answers with a Success Status, which carries no
+    # resourceVersion: the deletion's RV is the one its DELETED event carries.
     expected.append(("DELETED", "a", write("DELETE", f"{base}/a")))
     expected.append(("ADDED", "b", write("POST", base, configmap("b"))))
 
@@ -182,6 +184,10 @@ def test_watch_from_resource_version(
             expected.append(
                 ("MODIFIED", "b", write("PATCH", f"{base}/b", {"data": {"z": "3"}}, MERGE))
             )
+    deleted = [i for i, e in enumerate(expected) if e[0] == "DELETED"]
+    assert expected[deleted[0]][2] == ""
+    # The DELETED event's RV lies between the writes before and after it.
+    expected[deleted[0]] = (*expected[deleted[0]][:2], events[deleted[0]][2])
     assert events == expected
     rvs = [int(e[2]) for e in events]
     assert rvs == sorted(rvs) and len(set(rvs)) == len(rvs) and rvs[0] > int(rv)
@@ -301,7 +307,8 @@ def test_missing_object_is_not_found(core: client.CoreV1Api, namespace: str) -> 
     body = error_status(info.value)
     assert body["reason"] == "NotFound"
     assert body["message"] == 'configmaps "nope" not found'
-    assert body["details"] == {"name": "nope", "group": "", "kind": "configmaps"}
+    # StatusDetails fields are omitempty: the core group's "" is left out.
+    assert body["details"] == {"name": "nope", "kind": "configmaps"}
     with pytest.raises(ApiException) as info:
         core.read_namespace(f"{namespace}-missing")
     assert info.value.status == 404

@@ -156,7 +156,8 @@ def key_errors(key: str) -> list[str]:
 
 def value_errors(value: str) -> list[str]:
     """validation.IsValidLabelValue."""
-    too_long = [_max_len_error(63)] if _blen(value) > 63 else []
+    # IsValidLabelValue counts bytes and says so (validation.MaxLenError is for characters).
+    too_long = ["must be no more than 63 bytes"] if _blen(value) > 63 else []
     return too_long if _VALUE_RE.fullmatch(value) else [*too_long, _VALUE_ERR]
 
 

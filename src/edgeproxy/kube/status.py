@@ -71,10 +71,13 @@ class StatusError(Exception):
 
 
 def _details(resource: str, name: str, group: str) -> dict[str, Any]:
+    # metav1.StatusDetails: every field is omitempty, so the core group's ""
+    # is left out.
     details: dict[str, Any] = {}
     if name:
         details["name"] = name
-    details["group"] = group
+    if group:
+        details["group"] = group
     details["kind"] = resource
     return details
 
@@ -100,8 +103,12 @@ def not_found(resource: str, name: str, group: str = "") -> StatusError:
     )
 
 
-def method_not_allowed(message: str) -> StatusError:
-    return StatusError(405, "MethodNotAllowed", message)
+def method_not_allowed(
+    message: str = "the server does not allow this method on the requested resource",
+) -> StatusError:
+    """405. kube-apiserver's router says only this, with empty details, for a
+    verb a resource path has no route for."""
+    return StatusError(405, "MethodNotAllowed", message, details={})
 
 
 def not_acceptable(message: str) -> StatusError:
@@ -161,9 +168,7 @@ def invalid(
         suffix = ": " + rendered[0]
     else:
         suffix = ": [" + ", ".join(rendered) + "]"
-    details: dict[str, Any] = {"name": name} if name else {}
-    details["group"] = group
-    details["kind"] = kind
+    details = _details(kind, name, group)
     # apimachinery omits empty cause fields.
     details["causes"] = [
         {k: v for k, v in (("reason", reason), ("message", msg), ("field", field)) if v}

@@ -50,6 +50,7 @@ from edgeproxy.kube.wire import bookmark, list_body
 from edgeproxy.sim import discovery, openapi
 from edgeproxy.sim.faults import Faults
 from edgeproxy.sim.operations import Operations, decode_body
+from edgeproxy.sim.patch import APPLY_PATCH, apply_configuration
 from edgeproxy.sim.store import Store, TooOld, Watcher
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ class SimApp:
             raise status.not_found_path()
         rt = self.registry.get(info.api_group, info.api_version, info.resource)
         if rt is None:
+            if not self.registry.in_group_version(info.api_group, info.api_version):
+                return _page_not_found()  # no handler for the group version at all
             raise status.not_found_path()
         if info.subresource and info.subresource not in rt.subresources:
             raise status.not_found_path()
@@ -155,6 +158,12 @@ class SimApp:
                 raise status.not_found_path()
             info = dataclasses.replace(info, namespace="")
         verb = info.verb
+        if (
+            (verb in ("update", "patch") and not info.name)
+            or (verb == "create" and rt.namespaced and not info.namespace)
+            or (verb == "deletecollection" and rt.resource in discovery.NO_DELETECOLLECTION)
+        ):
+            raise status.method_not_allowed()  # no such route
         if verb == "get":
             check_get_options(query)  # a get ignores list parameters
             return self._get(request, rt, info)
@@ -166,7 +175,7 @@ class SimApp:
         dry_run = "dryRun" in query
         if verb == "create":
             if info.name or info.subresource:
-                raise status.method_not_allowed(f"create is not supported on {info.path}")
+                raise status.method_not_allowed()
             body = await self._read_body(request)
             obj = decode_body(body, request.headers.get("Content-Type"), rt.kind)
             raw = self.ops.create(rt, info.namespace, obj, dry_run=dry_run)
@@ -181,6 +190,8 @@ class SimApp:
         if verb == "patch":
             body = await self._read_body(request)
             content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip()
+            if content_type == APPLY_PATCH:
+                return self._apply(request, rt, info, body, dry_run)
             raw = self.ops.patch(
                 rt,
                 info.namespace,
@@ -194,6 +205,8 @@ class SimApp:
         if verb == "delete":
             options = await self._delete_options(request)
             raw = self.ops.delete(rt, info.namespace, info.name, options, dry_run=dry_run)
+            if raw.startswith(b'{"kind":"Status"'):
+                return _json_response(raw)
             return self._object_response(request, rt, raw)
         if verb == "deletecollection":
             opts = list_options(info, query)
@@ -207,7 +220,45 @@ class SimApp:
                 if self._matches(r := res.objects[k], labels, fields)
             ]
             return _json_response(self.ops.delete_collection(rt, doomed, options, dry_run=dry_run))
-        raise status.method_not_allowed(f"the server does not allow this method on {info.path}")
+        raise status.method_not_allowed()
+
+    def _apply(
+        self, request: web.Request, rt: ResourceType, info: RequestInfo, body: bytes, dry_run: bool
+    ) -> web.Response:
+        """Server-side apply: needs a field manager; creates a missing object (201)."""
+        if not request.query.get("fieldManager"):
+            raise status.invalid(
+                "PatchOptions",
+                "",
+                [
+                    (
+                        "FieldValueRequired",
+                        "fieldManager",
+                        "Required value: is required for apply patch",
+                    )
+                ],
+                "meta.k8s.io",
+            )
+        if self.store.resource(rt).get(object_key(info.namespace, info.name)) is None:
+            obj = apply_configuration(body, rt.kind)
+            obj.setdefault("metadata", {}).setdefault("name", info.name)
+            if obj["metadata"]["name"] != info.name:
+                raise status.bad_request(
+                    f"the name of the object ({obj['metadata']['name']}) does not match "
+                    f"the name on the URL ({info.name})"
+                )
+            raw = self.ops.create(rt, info.namespace, obj, dry_run=dry_run)
+            return self._object_response(request, rt, raw, code=201)
+        raw = self.ops.patch(
+            rt,
+            info.namespace,
+            info.name,
+            APPLY_PATCH,
+            body,
+            subresource=info.subresource,
+            dry_run=dry_run,
+        )
+        return self._object_response(request, rt, raw)
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -254,6 +305,8 @@ class SimApp:
             doc = discovery.api_group(self.registry, parts[1])
         elif len(parts) == 3 and parts[0] == "apis":
             doc = discovery.api_resource_list(self.registry, parts[1], parts[2])
+        if doc is None and parts[0] in ("api", "apis") and len(parts) > 1:
+            return _page_not_found()
         elif parts[0] == "openapi":
             served = openapi.serve(self.registry, parts[1:], request.query)
             if served is not None:
@@ -521,6 +574,13 @@ class SimApp:
 
     async def _admin(self, request: web.Request) -> web.StreamResponse:
         return await handle_admin(self, request)
+
+
+def _page_not_found() -> web.Response:
+    """The Go mux's answer for a path no API group serves: plain text, not a Status."""
+    return web.Response(
+        text="404 page not found\n", status=404, content_type="text/plain", charset="utf-8"
+    )
 
 
 def _include_object(request: web.Request) -> Any:

@@ -7,6 +7,7 @@ plain application/json (k8s-api-semantics.md sec. 8).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import platform
 from typing import Any
@@ -63,18 +64,33 @@ def api_group(registry: ResourceRegistry, group: str) -> dict[str, Any] | None:
     return {"kind": "APIGroup", "apiVersion": "v1", **_group(group, versions)}
 
 
+# `kubectl get all` reads these; kube-apiserver puts pods and services in "all".
+_CATEGORIES = {"pods": ["all"], "services": ["all"]}
+# Registries without a DeleteCollection: the route is a 405, discovery omits the verb.
+NO_DELETECOLLECTION = frozenset({"namespaces"})
+_SUBRESOURCE_VERBS = {"finalize": ["update"]}
+
+
+def storage_version_hash(rt: ResourceType) -> str:
+    """apiserver's StorageVersionHash: base64 of sha256("group/version/kind")[:8]."""
+    digest = hashlib.sha256(f"{rt.group}/{rt.version}/{rt.kind}".encode()).digest()
+    return base64.b64encode(digest[:8]).decode()
+
+
 def _resource_entries(rt: ResourceType) -> list[dict[str, Any]]:
-    digest = hashlib.sha256(f"{rt.api_version}/{rt.kind}".encode()).digest()
+    missing = ("deletecollection",) if rt.resource in NO_DELETECOLLECTION else ()
     entry: dict[str, Any] = {
         "name": rt.resource,
         "singularName": rt.singular_name,
         "namespaced": rt.namespaced,
         "kind": rt.kind,
-        "verbs": list(rt.verbs),
-        "storageVersionHash": digest[:8].hex(),
+        "verbs": [v for v in rt.verbs if v not in missing],
     }
     if rt.short_names:
         entry["shortNames"] = list(rt.short_names)
+    if rt.resource in _CATEGORIES:
+        entry["categories"] = _CATEGORIES[rt.resource]
+    entry["storageVersionHash"] = storage_version_hash(rt)
     entries = [entry]
     for sub in rt.subresources:
         entries.append(
@@ -83,7 +99,7 @@ def _resource_entries(rt: ResourceType) -> list[dict[str, Any]]:
                 "singularName": "",
                 "namespaced": rt.namespaced,
                 "kind": rt.kind,
-                "verbs": ["get", "patch", "update"],
+                "verbs": _SUBRESOURCE_VERBS.get(sub, ["get", "patch", "update"]),
             }
         )
     return entries
@@ -96,10 +112,11 @@ def api_resource_list(
     if not types:
         return None
     resources = [e for rt in types for e in _resource_entries(rt)]
-    gv = f"{group}/{version}" if group else version
+    if not group:  # the legacy core list has no apiVersion
+        return {"kind": "APIResourceList", "groupVersion": version, "resources": resources}
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",
-        "groupVersion": gv,
+        "groupVersion": f"{group}/{version}",
         "resources": resources,
     }

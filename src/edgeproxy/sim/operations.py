@@ -11,6 +11,8 @@ few that clients notice (Service clusterIP, Pod phase, Namespace phase).
 
 from __future__ import annotations
 
+import base64
+import copy
 import ipaddress
 import re
 import secrets
@@ -28,7 +30,8 @@ from edgeproxy.kube.objects import ObjectRecord, object_key, with_type_meta
 from edgeproxy.kube.resources import ResourceType
 from edgeproxy.kube.status import StatusError
 from edgeproxy.kube.wire import list_body
-from edgeproxy.sim.patch import apply_patch
+from edgeproxy.sim.patch import BUILTIN_KINDS, apply_patch
+from edgeproxy.sim.pods import check_pod_update, default_pod
 from edgeproxy.sim.store import Store
 
 Obj = dict[str, Any]
@@ -54,7 +57,6 @@ _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _SUBDOMAIN_MSG = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
     "'-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', "
@@ -65,12 +67,33 @@ _LABEL_MSG = (
     "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
     "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
 )
-_DNS1035_MSG = (
-    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
-    "an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
-    "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
-)
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+# Where kube-apiserver's runtime.Scheme was created, as its decode errors name it.
+_SCHEME = "pkg/runtime/scheme.go:111"
+
+# Kinds whose registry strategy keeps metadata.generation (PodObservedGenerationTracking
+# for pods); the others' stored objects have none.
+_GENERATION_KINDS = frozenset({"pods", "endpointslices"})
+# Registries with ReturnDeletedObject: a delete answers with the object, not a Status.
+_RETURN_DELETED = frozenset({"pods", "services", "serviceaccounts", "namespaces"})
+# Go map fields with omitempty: an empty map is not stored, so not sent back.
+_MAP_FIELDS = {
+    "configmaps": ("data", "binaryData"),
+    "secrets": ("data",),
+}
+# Go fields without omitempty: always encoded, as their zero value when unset.
+_ALWAYS_ENCODED: dict[str, dict[str, Any]] = {
+    "endpointslices": {"endpoints": None, "ports": None},
+    "events": {
+        "source": {},
+        "firstTimestamp": None,
+        "lastTimestamp": None,
+        "eventTime": None,
+        "reportingComponent": "",
+        "reportingInstance": "",
+    },
+}
+_META_OMIT_EMPTY = ("labels", "annotations", "finalizers", "ownerReferences", "generateName")
 
 
 def now_timestamp() -> str:
@@ -177,14 +200,16 @@ class Operations:
         api_version = obj.get("apiVersion")
         kind = obj.get("kind")
         if api_version not in (None, "", rt.api_version):
+            version = str(api_version).rsplit("/", 1)[-1]
             raise status.bad_request(
-                f"the API version in the data ({api_version}) does not match the expected "
-                f"API version ({rt.api_version})"
+                f'{kind or rt.kind} in version "{version}" cannot be handled as a {rt.kind}: '
+                f'no kind "{kind or rt.kind}" is registered for version "{api_version}" '
+                f'in scheme "{_SCHEME}"'
             )
         if kind not in (None, "", rt.kind):
             raise status.bad_request(
                 f'{kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
-                f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})"
+                + _kind_mismatch(rt, str(kind))
             )
         if not isinstance(obj.get("metadata", {}), dict):
             raise status.bad_request("metadata must be a JSON object")
@@ -224,17 +249,23 @@ class Operations:
                 )
 
     def _validate_name(self, rt: ResourceType, name: str) -> None:
-        if rt.resource in ("namespaces",):
-            ok, msg = bool(_DNS1123_LABEL.match(name)) and len(name) <= 63, _LABEL_MSG
-        elif rt.resource == "services":
-            ok, msg = bool(_DNS1035_LABEL.match(name)) and len(name) <= 63, _DNS1035_MSG
+        # Services are DNS-1123 labels since RelaxedServiceNameValidation (was DNS-1035).
+        if rt.resource in ("namespaces", "services"):
+            pattern, msg, limit = _DNS1123_LABEL, _LABEL_MSG, 63
         else:
-            ok, msg = bool(_DNS1123_SUBDOMAIN.match(name)) and len(name) <= 253, _SUBDOMAIN_MSG
-        if not ok:
+            pattern, msg, limit = _DNS1123_SUBDOMAIN, _SUBDOMAIN_MSG, 253
+        # IsDNS1123Label/Subdomain report each failed rule, length first.
+        errors = [f"must be no more than {limit} characters"] if len(name) > limit else []
+        if not pattern.match(name):
+            errors.append(msg)
+        if errors:
             raise status.invalid(
                 rt.kind,
                 name,
-                [("FieldValueInvalid", "metadata.name", f'Invalid value: "{name}": {msg}')],
+                [
+                    ("FieldValueInvalid", "metadata.name", f'Invalid value: "{name}": {e}')
+                    for e in errors
+                ],
                 rt.group,
             )
 
@@ -270,9 +301,8 @@ class Operations:
         self._check_type(rt, obj)
         meta: Obj = obj.setdefault("metadata", {})
         if meta.get("resourceVersion"):
-            raise status.internal_error(
-                "resourceVersion should not be set on objects to be created"
-            )
+            # BeforeCreate's plain error: a 500 without a reason or details.
+            raise StatusError(500, "", "resourceVersion should not be set on objects to be created")
         self._check_namespace(rt, namespace, meta)
         name = meta.get("name") or ""
         if not name:
@@ -299,22 +329,23 @@ class Operations:
         meta["creationTimestamp"] = self.clock()
         for server_set in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(server_set, None)
-        if "spec" in obj:
+        if rt.resource in _GENERATION_KINDS:
             meta["generation"] = 1
         self._defaults(rt, obj)
         return self._commit(rt, "ADDED", obj, None, dry_run)
 
     def _defaults(self, rt: ResourceType, obj: Obj) -> None:
+        _omit_empty(rt, obj)
         if rt.resource == "namespaces":
+            # NamespaceDefaultLabelName: every namespace is labelled with its name.
+            meta: Obj = obj["metadata"]
+            meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
             obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
             obj.setdefault("status", {}).setdefault("phase", "Active")
         elif rt.resource == "pods":
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("restartPolicy", "Always")
-            spec.setdefault("schedulerName", "default-scheduler")
-            spec.setdefault("dnsPolicy", "ClusterFirst")
-            obj.setdefault("status", {}).setdefault("phase", "Pending")
+            default_pod(obj)
         elif rt.resource == "secrets":
+            _fold_string_data(obj)
             obj.setdefault("type", "Opaque")
         elif rt.resource == "services":
             self._service_defaults(obj)
@@ -328,6 +359,12 @@ class Operations:
             self._next_ip += 1
             spec["clusterIP"] = ip
             spec["clusterIPs"] = [ip]
+        if spec["type"] != "ExternalName":
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
+            spec.setdefault("internalTrafficPolicy", "Cluster")
+        if spec["type"] in ("NodePort", "LoadBalancer"):
+            spec.setdefault("externalTrafficPolicy", "Cluster")
         for port in spec.get("ports") or []:
             if isinstance(port, dict):
                 port.setdefault("protocol", "TCP")
@@ -432,7 +469,10 @@ class Operations:
                     new.pop("status", None)
             if rt.resource == "services":
                 self._keep_service_allocations(old, new)
-            if "spec" in new and new.get("spec") != old.get("spec"):
+            self._defaults(rt, new)
+            if rt.resource == "pods":
+                check_pod_update(new_meta["name"], old, new)
+            if rt.resource in _GENERATION_KINDS and new.get("spec") != old.get("spec"):
                 new_meta["generation"] = int(old_meta.get("generation", 0)) + 1
         new["metadata"]["resourceVersion"] = old_meta.get("resourceVersion", "")
         if new == old:
@@ -452,28 +492,40 @@ class Operations:
     # -- delete ------------------------------------------------------------
 
     def delete(
-        self, rt: ResourceType, namespace: str, name: str, options: Obj, *, dry_run: bool = False
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        options: Obj,
+        *,
+        dry_run: bool = False,
+        as_status: bool = True,
     ) -> bytes:
+        """The delete's answer: the object, or a Success Status when `as_status`
+        and the kind's registry does not return deleted objects."""
         current = self._current(rt, namespace, name)
         obj: Obj = msgspec.json.decode(current.raw)
         meta: Obj = obj["metadata"]
         pre = options.get("preconditions") or {}
         if not isinstance(pre, dict):
             raise status.bad_request("preconditions must be a JSON object")
+        # The storage layer's precondition errors name the Kind, not the resource.
         if pre.get("uid") and pre["uid"] != meta.get("uid"):
             raise status.conflict(
-                rt.resource,
+                rt.kind,
                 name,
                 rt.group,
-                f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.get('uid')}",
+                f"the UID in the precondition ({pre['uid']}) does not match the UID in record "
+                f"({meta.get('uid')}). The object might have been deleted and then recreated",
             )
         if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
             raise status.conflict(
-                rt.resource,
+                rt.kind,
                 name,
                 rt.group,
-                f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
-                f"ResourceVersion in object meta: {meta.get('resourceVersion')}",
+                f"the ResourceVersion in the precondition ({pre['resourceVersion']}) does not "
+                f"match the ResourceVersion in record ({meta.get('resourceVersion')}). "
+                "The object might have been modified",
             )
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
@@ -481,12 +533,35 @@ class Operations:
             meta["deletionTimestamp"] = self.clock()
             meta["deletionGracePeriodSeconds"] = 0
             return self._commit(rt, "MODIFIED", obj, current, dry_run)
-        if rt.resource == "namespaces" and not dry_run:
-            self._empty_namespace(name)
-        return self._commit(rt, "DELETED", obj, current, dry_run)
+        if rt.resource == "namespaces":
+            return self._delete_namespace(rt, obj, current, dry_run)
+        if rt.resource == "pods":
+            # Graceful deletion with a zero grace period (no kubelet confirms
+            # anything): marked, generation bumped, then removed at once.
+            meta["deletionTimestamp"] = self.clock()
+            meta["deletionGracePeriodSeconds"] = 0
+            meta["generation"] = int(meta.get("generation", 0)) + 1
+        deleted = self._commit(rt, "DELETED", obj, current, dry_run)
+        if rt.resource in _RETURN_DELETED or not as_status:
+            return deleted
+        return deletion_status(rt, name, str(meta.get("uid", "")))
+
+    def _delete_namespace(
+        self, rt: ResourceType, obj: Obj, current: ObjectRecord, dry_run: bool
+    ) -> bytes:
+        """Terminating first (what the client gets back), then the namespace
+        controller's job, done at once: delete everything inside, then the namespace."""
+        meta: Obj = obj["metadata"]
+        meta["deletionTimestamp"] = self.clock()
+        obj.setdefault("status", {})["phase"] = "Terminating"
+        terminating = self._commit(rt, "MODIFIED", obj, current, dry_run)
+        if not dry_run:
+            self._empty_namespace(meta["name"])
+            record = self._current(rt, "", meta["name"])
+            self._commit(rt, "DELETED", msgspec.json.decode(record.raw), record, False)
+        return terminating
 
     def _empty_namespace(self, namespace: str) -> None:
-        """The namespace controller's job, done at once: delete everything inside."""
         for res in self.store.resources():
             if not res.rt.namespaced:
                 continue
@@ -498,9 +573,59 @@ class Operations:
     def delete_collection(
         self, rt: ResourceType, records: list[ObjectRecord], options: Obj, *, dry_run: bool = False
     ) -> bytes:
-        deleted = [self.delete(rt, r.namespace, r.name, options, dry_run=dry_run) for r in records]
+        deleted = [
+            self.delete(rt, r.namespace, r.name, options, dry_run=dry_run, as_status=False)
+            for r in records
+        ]
         items = [_strip_type_meta(raw) for raw in deleted]
         return list_body(rt.list_kind, rt.api_version, str(self.store.rv), items)
+
+
+def deletion_status(rt: ResourceType, name: str, uid: str) -> bytes:
+    """The Success Status an immediate delete answers with (no ReturnDeletedObject)."""
+    details: Obj = {"name": name}
+    if rt.group:
+        details["group"] = rt.group
+    details.update(kind=rt.resource, uid=uid)
+    doc = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+    return msgspec.json.encode({**doc, "details": details})
+
+
+def _kind_mismatch(rt: ResourceType, kind: str) -> str:
+    """The decoder's complaint: a registered kind fails conversion, others are unknown."""
+    if kind in BUILTIN_KINDS:
+        source = f"{rt.version}.{kind}"
+        internal = (rt.group.split(".")[0] or "core") + "." + rt.kind
+        return f"converting ({source}) to ({internal}): unknown conversion"
+    return f'no kind "{kind}" is registered for version "{rt.api_version}" in scheme "{_SCHEME}"'
+
+
+def _omit_empty(rt: ResourceType, obj: Obj) -> None:
+    """Drop what Go's omitempty drops when kube-apiserver re-encodes the object."""
+    meta: Obj = obj.get("metadata") or {}
+    for key in _META_OMIT_EMPTY:
+        if key in meta and not meta[key]:
+            del meta[key]
+    for key in _MAP_FIELDS.get(rt.resource, ()):
+        if key in obj and not obj[key]:
+            del obj[key]
+    always = _ALWAYS_ENCODED.get(rt.resource, {})
+    for key, zero in always.items():
+        if not obj.get(key):
+            obj[key] = copy.deepcopy(zero)
+    for key, value in list(obj.items()):
+        if key not in always and (value is None or value == []):
+            del obj[key]
+
+
+def _fold_string_data(secret: Obj) -> None:
+    """stringData is write-only: kube-apiserver merges it into data, base64-encoded."""
+    string_data = secret.pop("stringData", None)
+    if isinstance(string_data, dict) and string_data:
+        data = secret.get("data") or {}
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        secret["data"] = data
 
 
 def _strip_type_meta(raw: bytes) -> bytes:

@@ -114,13 +114,14 @@ def apply_patch(
             return _apply_yaml(original, patch_body, kind, builtin)
     except RecursionError as exc:
         raise bad_request("the patch is nested too deeply") from exc
-    accepted = [JSON_PATCH, MERGE_PATCH, APPLY_PATCH]
-    if builtin:
-        accepted.append(STRATEGIC_MERGE_PATCH)
-    raise unsupported_media_type(
-        "the body of the request was in an unknown format - accepted media types include: "
-        + ", ".join(accepted)
-    )
+    if media_type in (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH):
+        # Strategic merge on a kind without Go struct tags.
+        raise unsupported_media_type(
+            "the body of the request was in an unknown format - accepted media types include: "
+            + ", ".join([JSON_PATCH, MERGE_PATCH, APPLY_PATCH])
+        )
+    # Not a patch type at all: go-restful's own 415, before any handler runs.
+    raise StatusError(415, "UnsupportedMediaType", "415: Unsupported Media Type", details={})
 
 
 # --- shared helpers ----------------------------------------------------------
@@ -204,7 +205,7 @@ def _json_patch(original: dict[str, Any], body: bytes) -> dict[str, Any]:
         try:
             doc = _apply_op(doc, op)
         except _OpError as exc:
-            raise StatusError(422, "Invalid", _JSON_PATCH_FAILED) from exc
+            raise StatusError(422, "Invalid", _JSON_PATCH_FAILED, details={}) from exc
     return _require_object(doc)
 
 
@@ -479,7 +480,9 @@ def _normalize_order(
     result: list[Any] = []
     while server_only and in_patch:  # mergeSortedSlice
         left, right = position(server, server_only[0]), position(server, in_patch[0])
-        left_first = left < right if left >= 0 and right >= 0 else left > right
+        # Unless both are on the server in this order, the patch's item goes
+        # first: a new item lands before the server-only ones, as in kube-apiserver.
+        left_first = 0 <= left < right
         result.append((server_only if left_first else in_patch).pop(0))
     return result + server_only + in_patch
 
@@ -495,6 +498,11 @@ _YamlLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def apply_configuration(body: bytes, kind: str) -> dict[str, Any]:
+    """An apply body read on its own: the object server-side apply creates when none exists."""
+    return _apply_yaml({}, body, kind, kind in BUILTIN_KINDS)
 
 
 def _apply_yaml(original: dict[str, Any], body: bytes, kind: str, builtin: bool) -> dict[str, Any]:
