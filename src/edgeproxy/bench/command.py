@@ -14,6 +14,7 @@ with a message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import json
 import os
@@ -134,7 +135,13 @@ def run(
     quick: bool = False,
     runs: int = MIN_RUNS,
     targets: tuple[str, ...] = TARGETS,
+    sizes: Sizes | None = None,
 ) -> int:
+    """Run `suites` (all when empty) against `against`; write the report to `out`.
+
+    `sizes` replaces the size set as is, runs included (tests run once);
+    otherwise the set is QUICK, REAL or FULL with at least MIN_RUNS runs.
+    """
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
         print(
@@ -142,8 +149,9 @@ def run(
         )
         return 2
     names = suites or list(DEFAULT_SUITES)
-    base: Sizes = QUICK if quick else REAL if against == "real" else FULL
-    sizes = Sizes(**{**{f: getattr(base, f) for f in base.__slots__}, "runs": max(runs, MIN_RUNS)})
+    if sizes is None:
+        base: Sizes = QUICK if quick else REAL if against == "real" else FULL
+        sizes = dataclasses.replace(base, runs=max(runs, MIN_RUNS))
     _raise_open_files()
     progress = Progress()
     workdir = Path(tempfile.mkdtemp(prefix="edge-proxy-bench-"))

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from typing import TypedDict
 
+from edgeproxy.bench.kubeclient import BenchError
+
 THREADS = 2  # the machine the default set targets has 2 cores
 CONNECTIONS = 8
 
@@ -61,8 +63,13 @@ def parse(out: str) -> WrkResult:
 
 
 def run(url: str, headers: dict[str, str], seconds: float) -> WrkResult:
-    args = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency"]
+    # wrk takes whole seconds ("0.5s" is a usage error).
+    duration = max(1, round(seconds))
+    args = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency"]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
-    done = subprocess.run([*args, url], capture_output=True, text=True, check=True, timeout=120)
+    done = subprocess.run([*args, url], capture_output=True, text=True, check=False, timeout=120)
+    if done.returncode != 0:
+        # A failed run is the target's failure, not the whole bench's.
+        raise BenchError(f"wrk exited with {done.returncode}: {done.stderr.strip()[:300]}")
     return parse(done.stdout)
