@@ -236,7 +236,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="resources served cache-first even in strict mode",
     )
     serve.add_argument(
-        "--max-cache-bytes", type=int, metavar="N", help="disk bound of the cache (LRU eviction)"
+        "--max-cache-bytes",
+        metavar="SIZE",
+        help="disk budget of the cache, e.g. 1Gi (default 1Gi; least recently used scopes go first)",
+    )
+    serve.add_argument(
+        "--max-memory-cache-bytes",
+        metavar="SIZE",
+        help="memory budget of the cache, e.g. 256Mi (default 256Mi; evicted scopes stay on disk)",
+    )
+    serve.add_argument(
+        "--max-watcher-queue-bytes",
+        metavar="SIZE",
+        help="what one client watch may have queued before it is disconnected (default 16Mi)",
+    )
+    serve.add_argument(
+        "--max-watcher-queues-total-bytes",
+        metavar="SIZE",
+        help="what all client watches may have queued together; past it the slowest is "
+        "disconnected (default 64Mi)",
     )
     serve.add_argument(
         "--max-connections",

@@ -12,13 +12,18 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NewType
 
 import yaml
 
+from edgeproxy.cache import budget
 from edgeproxy.errors import ConfigError
 from edgeproxy.filters.base import FilterSet
 from edgeproxy.filters.registry import build_filters
+from edgeproxy.kube.quantity import parse_bytes
+
+# A size in bytes: an integer or a Kubernetes quantity (`512Mi`, `1Gi`, `500M`).
+ByteSize = NewType("ByteSize", int)
 
 
 # Where a daemon run as root keeps its cache: state that must survive a reboot,
@@ -65,8 +70,14 @@ class ServeConfig:
     # strict: resourceVersion="" lists go upstream; cache-first: served from a synced reflector.
     consistency: str = "strict"
     cache_first_resources: tuple[str, ...] = ()
-    # Disk bound of the journal; least recently used scopes are evicted past it.
-    max_cache_bytes: int | None = None
+    # Disk budget of the journal and memory budget of the cache; least recently
+    # used idle scopes are evicted past them (cache/budget.py: why these defaults).
+    max_cache_bytes: ByteSize = ByteSize(budget.DEFAULT_DISK_BYTES)
+    max_memory_cache_bytes: ByteSize = ByteSize(budget.DEFAULT_MEMORY_BYTES)
+    # What one client watch, and all of them together, may have queued before
+    # the slowest is disconnected (it re-watches from its last RV).
+    max_watcher_queue_bytes: ByteSize = ByteSize(budget.DEFAULT_WATCHER_BYTES)
+    max_watcher_queues_total_bytes: ByteSize = ByteSize(budget.DEFAULT_WATCHERS_BYTES)
     # Client connections open at once (server/connections.py; lowered to fit the
     # open-file limit). A node's components use tens; 4,096 leaves ample room
     # and bounds what a local process can make the proxy hold.
@@ -101,6 +112,9 @@ _KEYS: Mapping[str, str] = {
     "consistency": "consistency",
     "cacheFirstResources": "cache_first_resources",
     "maxCacheBytes": "max_cache_bytes",
+    "maxMemoryCacheBytes": "max_memory_cache_bytes",
+    "maxWatcherQueueBytes": "max_watcher_queue_bytes",
+    "maxWatcherQueuesTotalBytes": "max_watcher_queues_total_bytes",
     "maxConnections": "max_connections",
     "upstreamStrategy": "upstream_strategy",
     "probeInterval": "probe_interval",
@@ -136,10 +150,14 @@ def convert(attr: str, value: Any, where: str) -> Any:
             if not isinstance(value, bool):
                 raise ValueError("must be true or false")
             return value
-        if kind == "int | None":
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError("must be a positive integer")
-            return value
+        if kind == "ByteSize":
+            try:
+                size = parse_bytes(value) if isinstance(value, str | int) else 0
+            except ValueError:
+                size = 0
+            if size <= 0:
+                raise ValueError("must be a positive integer or quantity such as 512Mi, 1Gi, 500M")
+            return ByteSize(size)
         if kind == "int":
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError("must be a positive integer")

@@ -20,6 +20,13 @@ server imports aiohttp or allocates anything large:
   iterates the same list. Setting `FROZENLIST_NO_EXTENSIONS` (even to "")
   before starting the proxy keeps the user's choice.
 
+And one action, `trim_heap()`: when the cache evicts scopes from memory
+(cache/budget.py), their objects' bytes are freed in the middle of the heap,
+where glibc keeps the pages resident. Trimming returns them (300 lists of
+distinct selectors over a 256 MiB budget: 626 MB resident before, 369 MB
+after, in 10 ms), so the budget bounds what the process holds, not only
+what it uses.
+
 Figures: `bench/README.md`, "memory" (the watchcache suite).
 """
 
@@ -30,6 +37,7 @@ import ctypes.util
 import logging
 import os
 import sys
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +49,43 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 128 * 1024
 
 
-def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Fix glibc's mmap threshold; False where there is no glibc `mallopt`."""
+def _libc_function(name: str) -> Any:
+    """A glibc function, or None where there is none (not Linux, musl)."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others have no mallopt
-        log.debug("mallopt unavailable; malloc left as is")
+        return getattr(libc, name)
+    except (OSError, AttributeError):  # musl and others have no mallopt, malloc_trim
+        log.debug("%s unavailable; malloc left as is", name)
+        return None
+
+
+def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Fix glibc's mmap threshold; False where there is no glibc `mallopt`."""
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     if mallopt(_M_MMAP_THRESHOLD, threshold) != 1:
         log.debug("mallopt(M_MMAP_THRESHOLD, %d) refused", threshold)
         return False
+    return True
+
+
+def trim_heap() -> bool:
+    """Give the heap's free pages back to the system; False without glibc.
+
+    Blocking (milliseconds per hundred MB of heap) but without the GIL: call
+    it in a thread from the event loop.
+    """
+    malloc_trim = _libc_function("malloc_trim")
+    if malloc_trim is None:
+        return False
+    malloc_trim.argtypes = (ctypes.c_size_t,)
+    malloc_trim.restype = ctypes.c_int
+    malloc_trim(0)
     return True
 
 

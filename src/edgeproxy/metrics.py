@@ -51,6 +51,53 @@ class Metrics:
         self.cache_bytes = Gauge("edgeproxy_cache_bytes", "Object bytes held in memory", registry=r)
         self.cache_scopes = Gauge("edgeproxy_cache_scopes", "Scopes held in memory", registry=r)
         self.watchers = Gauge("edgeproxy_watchers", "Open client watches", registry=r)
+        # Budgets (cache/budget.py) and what is held against them.
+        self.cache_budget_bytes = Gauge(
+            "edgeproxy_cache_budget_bytes",
+            "Cache budget by tier (memory, disk)",
+            ["tier"],
+            registry=r,
+        )
+        self.cache_used_bytes = Gauge(
+            "edgeproxy_cache_used_bytes",
+            "Cache bytes held against the budget by tier (memory: estimated, disk: journal content)",
+            ["tier"],
+            registry=r,
+        )
+        self.cache_evictions = Gauge(
+            "edgeproxy_cache_evictions", "Scopes evicted so far, by tier", ["tier"], registry=r
+        )
+        self.cache_scopes_on_disk = Gauge(
+            "edgeproxy_cache_scopes_on_disk",
+            "Scopes kept only on disk (loaded back into memory when needed)",
+            registry=r,
+        )
+        self.nonresource_entries = Gauge(
+            "edgeproxy_cache_nonresource_entries",
+            "Non-resource answers (discovery, /version, openapi) kept for offline use",
+            registry=r,
+        )
+        self.nonresource_bytes = Gauge(
+            "edgeproxy_cache_nonresource_bytes", "Bytes of those answers", registry=r
+        )
+        self.watch_queue_bytes = Gauge(
+            "edgeproxy_watch_queue_bytes",
+            "Bytes queued for client watches (each frame once) and being written to them",
+            registry=r,
+        )
+        self.watch_queue_budget_bytes = Gauge(
+            "edgeproxy_watch_queue_budget_bytes",
+            "Most bytes one watcher (per=watcher) and all watchers (per=total) may hold",
+            ["per"],
+            registry=r,
+        )
+        self.watchers_disconnected = Gauge(
+            "edgeproxy_watchers_disconnected",
+            "Watches disconnected so far for holding too much: past their own bound (slow) "
+            "or the slowest when all were past theirs (over-budget)",
+            ["reason"],
+            registry=r,
+        )
         self.refilter_seconds = Histogram(
             "edgeproxy_filter_refilter_duration_seconds",
             "Time to re-filter cached views after a filter input (Node, Service) changed",

@@ -74,14 +74,14 @@ def make_store(
 
 
 def watcher(
-    labels: str = "", namespace: str = "", max_pending: int = 100, min_rv: int = 0
+    labels: str = "", namespace: str = "", max_bytes: int = 1 << 20, min_rv: int = 0
 ) -> Watcher:
     return Watcher(
         CONFIGMAPS,
         namespace,
         LabelSelector.parse(labels),
         FieldSelector.parse(""),
-        max_pending,
+        max_bytes,
         min_rv=min_rv,
     )
 
@@ -90,8 +90,8 @@ def frames(w: Watcher) -> list[tuple[str, str, str]]:
     """(type, name, metadata.resourceVersion) of each pending frame."""
     out = []
     for frame in w.pending:
-        assert frame.endswith(b"\n")
-        doc = json.loads(frame)
+        assert frame.data.endswith(b"\n")
+        doc = json.loads(frame.data)
         meta = doc["object"]["metadata"]
         assert doc["object"]["kind"] == "ConfigMap"
         assert doc["object"]["apiVersion"] == "v1"
@@ -405,7 +405,8 @@ def test_watcher_min_rv(min_rv: int, sent: list[int]) -> None:
 
 def test_overflowing_watcher_is_closed_and_dropped() -> None:
     store, _ = make_store(rv=10)
-    slow, fast = watcher(max_pending=2), watcher(max_pending=10)
+    size = Event("ADDED", 11, record("o1", 11), None).frame(CONFIGMAPS, "ADDED").size
+    slow, fast = watcher(max_bytes=2 * size), watcher(max_bytes=10 * size)
     store.watchers.update({slow, fast})
     for i in range(1, 4):
         store.apply_event("ADDED", record(f"o{i}", 10 + i))

@@ -83,7 +83,11 @@ def test_defaults() -> None:
     assert config.admin_listen.startswith("127.0.0.1:")
     assert config.consistency == "strict"
     assert config.upstream_strategy == "failover"
-    assert config.max_cache_bytes is None
+    # Bounded by default (cache/budget.py): 1 GiB of disk, 256 MiB of memory.
+    assert config.max_cache_bytes == 1024**3
+    assert config.max_memory_cache_bytes == 256 * 1024**2
+    assert config.max_watcher_queue_bytes == 16 * 1024**2
+    assert config.max_watcher_queues_total_bytes == 64 * 1024**2
 
 
 @pytest.mark.parametrize(
@@ -95,6 +99,12 @@ def test_defaults() -> None:
         ("kubeconfig", "/k", Path("/k")),
         ("insecure_skip_tls_verify", False, False),
         ("max_cache_bytes", 10, 10),
+        ("max_cache_bytes", "10", 10),
+        ("max_cache_bytes", "512Mi", 512 * 1024**2),
+        ("max_memory_cache_bytes", "1Gi", 1024**3),
+        ("max_memory_cache_bytes", "500M", 500_000_000),
+        ("max_watcher_queue_bytes", "64Ki", 65536),
+        ("max_watcher_queues_total_bytes", "1.5Gi", 1610612736),
         ("probe_interval", 2, 2.0),
         ("node_name", "n", "n"),
         ("context", "ctx", "ctx"),
@@ -118,6 +128,13 @@ def test_convert(attr: str, value: Any, expected: Any) -> None:
         ("maxCacheBytes", "-5", "must be a positive integer"),
         ("maxCacheBytes", "true", "must be a positive integer"),
         ("maxCacheBytes", "1.5", "must be a positive integer"),
+        ("maxCacheBytes", "1.5k", None),
+        ("maxCacheBytes", "0.5", "must be a positive integer"),
+        ("maxCacheBytes", "1Zi", "must be a positive integer"),
+        ("maxMemoryCacheBytes", "256Mi", None),
+        ("maxMemoryCacheBytes", "-1Mi", "must be a positive integer"),
+        ("maxWatcherQueueBytes", "lots", "must be a positive integer"),
+        ("maxWatcherQueuesTotalBytes", "0Gi", "must be a positive integer"),
         ("probeInterval", "0", "must be a positive number"),
         ("probeInterval", "-1", "must be a positive number"),
         ("probeInterval", "fast", "must be a positive number"),

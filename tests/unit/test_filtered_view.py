@@ -53,7 +53,7 @@ def setup(*records: ObjectRecord, rv: int = 10) -> tuple[ScopeStore, FilteredVie
     base.load({r.key: r for r in records}, rv)
     hide = Hide()
     view = FilteredView(base, "hide", hide)
-    watcher = Watcher(view.types, "", LabelSelector.parse(""), FieldSelector.parse(""), 100)
+    watcher = Watcher(view.types, "", LabelSelector.parse(""), FieldSelector.parse(""), 1 << 20)
     watcher.min_rv = view.rv
     view.watchers.add(watcher)
     return base, view, hide, watcher
@@ -62,7 +62,7 @@ def setup(*records: ObjectRecord, rv: int = 10) -> tuple[ScopeStore, FilteredVie
 def frames(watcher: Watcher) -> list[tuple[str, str, str]]:
     out = []
     while watcher.pending:
-        event: dict[str, Any] = json.loads(watcher.pending.popleft())
+        event: dict[str, Any] = json.loads(watcher.pending.popleft().data)
         meta = event["object"]["metadata"]
         out.append((event["type"], meta["name"], meta["resourceVersion"]))
     return out
@@ -142,7 +142,7 @@ def test_resume_from_a_batch_rv_replays_the_whole_batch() -> None:
         ("DELETED", "b", 20),
         ("MODIFIED", "c", 22),
     ]
-    resumed = Watcher(view.types, "", LabelSelector.parse(""), FieldSelector.parse(""), 100)
+    resumed = Watcher(view.types, "", LabelSelector.parse(""), FieldSelector.parse(""), 1 << 20)
     resumed.min_rv = 20
     assert [f for e in view.events_after(20) if (f := resumed.frame_for(e))].__len__() == 3
     # The seal (21) has seen the whole batch; an ordinary event is not replayed.

@@ -54,14 +54,14 @@ def record(
 
 
 def watcher(
-    labels: str = "", fields: str = "", namespace: str = "", max_pending: int = 100
+    labels: str = "", fields: str = "", namespace: str = "", max_bytes: int = 1 << 20
 ) -> Watcher:
     return Watcher(
         CONFIGMAPS,
         namespace,
         LabelSelector.parse(labels),
         FieldSelector.parse(fields),
-        max_pending,
+        max_bytes,
     )
 
 
@@ -167,7 +167,9 @@ def test_frames_are_shared_between_watchers() -> None:
 
 
 def test_fan_out_closes_a_watcher_whose_buffer_is_full() -> None:
-    w = watcher(max_pending=2)
+    w = watcher(
+        max_bytes=2 * Event("ADDED", 2, record("o2", 2), None).frame(CONFIGMAPS, "ADDED").size
+    )
     watchers = {w}
     for rv in (2, 3):
         fan_out(watchers, Event("ADDED", rv, record(f"o{rv}", rv), None))
@@ -175,15 +177,17 @@ def test_fan_out_closes_a_watcher_whose_buffer_is_full() -> None:
     fan_out(watchers, Event("ADDED", 4, record("o4", 4), None))
     assert w.closed
     assert w.close_reason == "watcher fell behind"
-    assert len(w.pending) == 2
+    # What it had queued is dropped at once: a client that stopped reading would
+    # never take it, and it re-watches from its last RV.
+    assert not w.pending and w.held_bytes() == 0
     assert not watchers  # dropped from the set
     # Closed watchers take nothing more.
     fan_out({w}, Event("ADDED", 5, record("o5", 5), None))
-    assert len(w.pending) == 2
+    assert not w.pending
 
 
 def test_fan_out_skips_non_matching_events_without_filling_the_buffer() -> None:
-    w = watcher("app=web", max_pending=1)
+    w = watcher("app=web", max_bytes=1)
     for rv in range(2, 10):
         fan_out({w}, Event("ADDED", rv, record(f"o{rv}", rv, {"app": "db"}), None))
     assert not w.closed and not w.pending
@@ -198,7 +202,7 @@ def test_fan_out_gives_each_watcher_its_own_answer() -> None:
     watchers = {*web, db, other_ns, everything, late}
     prev = record("a", 4, {"app": "db"})
     fan_out(watchers, Event("MODIFIED", 5, record("a", 5, {"app": "web"}), prev))
-    types = {id(w): [decode(f)["type"] for f in w.pending] for w in watchers}
+    types = {id(w): [decode(f.data)["type"] for f in w.pending] for w in watchers}
     assert all(types[id(w)] == ["ADDED"] for w in web)  # moved into app=web
     assert types[id(db)] == ["DELETED"]  # moved out of app=db
     assert types[id(everything)] == ["MODIFIED"]
@@ -334,14 +338,16 @@ def test_snapshot_of_compacted_rv_raises_too_old() -> None:
 
 def test_apply_fans_out_to_watchers_and_drops_closed_ones() -> None:
     res = ResourceStore(CONFIGMAPS, 10)
-    slow = watcher(max_pending=1)
+    slow = watcher(
+        max_bytes=Event("ADDED", 2, record("a", 2), None).frame(CONFIGMAPS, "ADDED").size
+    )
     fine = watcher()
     res.watchers.update({slow, fine})
     res.apply(Event("ADDED", 2, record("a", 2), None))
     res.apply(Event("ADDED", 3, record("b", 3), None))
     assert slow.closed and slow not in res.watchers
     assert fine in res.watchers
-    assert [json.loads(f)["object"]["metadata"]["name"] for f in fine.pending] == ["a", "b"]
+    assert [json.loads(f.data)["object"]["metadata"]["name"] for f in fine.pending] == ["a", "b"]
     assert fine.wake.is_set()
 
 

@@ -2,33 +2,53 @@
 
 Finds the synced scope that covers a request, creates scopes and starts
 reflectors on demand (a client watch, or the same scope listed again),
-stops idle reflectors (their data stays, in memory and in the journal), and
-writes every change through to the journal so a restart while offline
-serves the same answers (ARCHITECTURE.md sec. 2, 5).
+stops idle reflectors (their data stays), and writes every change through
+to the journal so a restart while offline serves the same answers
+(ARCHITECTURE.md sec. 2, 5).
+
+Memory and disk are bounded (budget.py). A scope nothing uses leaves memory
+when the memory budget is exceeded, least recently used first, and stays in
+the journal (`on_disk`) until a request needs it: then it is loaded back,
+unless a fresh list of it arrives first. Past the disk budget idle scopes
+leave the journal too. After a restart the most recently used scopes are
+loaded, as many as the memory budget holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from edgeproxy.cache.broadcast import WatchBudget
+from edgeproxy.cache.budget import (
+    DEFAULT_DISK_BYTES,
+    DEFAULT_MEMORY_BYTES,
+    DEFAULT_WATCHER_BYTES,
+    DEFAULT_WATCHERS_BYTES,
+    estimate,
+    footprint,
+    lru_victims,
+)
+from edgeproxy.cache.rawcache import JOURNAL_PREFIX, RawCache, RawEntry
 from edgeproxy.cache.reflector import Reflector, ReflectorSettings
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore
 from edgeproxy.kube.objects import ObjectRecord, object_key, record_from_bytes
 from edgeproxy.kube.resources import ResourceRegistry, ResourceType
-from edgeproxy.storage.journal import Journal
+from edgeproxy.storage.journal import Journal, StoredScope
 from edgeproxy.upstream.pool import Upstream
 
 log = logging.getLogger(__name__)
 
-_RAW_PREFIX = "raw|"
+# What can make a journal entry unusable: its metadata, an object, or its RV.
+_UNREADABLE = (msgspec.DecodeError, msgspec.ValidationError, ValueError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +60,25 @@ class CacheSettings:
     # Listing the same scope this many times starts a reflector for it.
     lists_before_reflector: int = 2
     reflector: ReflectorSettings = field(default_factory=ReflectorSettings)
+    # The budgets; budget.py says why these defaults. None: the disk is not bounded.
+    max_memory_bytes: int = DEFAULT_MEMORY_BYTES
+    max_disk_bytes: int | None = DEFAULT_DISK_BYTES
+    watcher_max_bytes: int = DEFAULT_WATCHER_BYTES
+    watchers_max_bytes: int = DEFAULT_WATCHERS_BYTES
+    # A watcher past its own bound is cut off if still past it this much later:
+    # changes come in bursts (a relist after an outage sends its whole
+    # difference at once) that a reading client drains in milliseconds; one
+    # still behind after 2 s is not keeping up.
+    watcher_grace_seconds: float = 2.0
+    # Non-resource answers kept: a cluster serves a few hundred discovery and
+    # openapi documents (one per group version, per representation asked for).
+    # Their bytes may take at most a quarter of the memory budget.
+    raw_max_entries: int = 512
+    # Watch events grow scopes between the checks made after each new list.
+    budget_check_seconds: float = 1.0
+    # Bytes queued for the journal before new lists wait for the disk: an 8 s
+    # backlog on slow flash (4 MB/s), a tenth of a second on a fast disk.
+    journal_backlog_bytes: int = 32 * 1024 * 1024
 
 
 class _ScopeMeta(msgspec.Struct):
@@ -52,6 +91,27 @@ class _ScopeMeta(msgspec.Struct):
     label_selector: str = ""
     field_selector: str = ""
     typed_items: bool = False
+
+    def scope(self) -> Scope:
+        return Scope(
+            self.group,
+            self.version,
+            self.resource,
+            self.namespace,
+            self.label_selector,
+            self.field_selector,
+        )
+
+
+@dataclass(slots=True)
+class _OnDisk:
+    """A scope only in the journal: enough to find it and to load it again."""
+
+    meta: _ScopeMeta
+    rv: int
+    objects: int
+    bytes: int
+    last_used: float  # time.monotonic() of its last use
 
 
 class CacheManager:
@@ -67,66 +127,118 @@ class CacheManager:
         self.registry = registry
         self.upstream = upstream
         self.journal = journal
-        self.settings = settings or CacheSettings()
+        self.settings = s = settings or CacheSettings()
         self.stores: dict[Scope, ScopeStore] = {}
+        self.on_disk: dict[Scope, _OnDisk] = {}
+        # Scopes whose snapshot is in the journal or queued for it: only these
+        # can leave memory and be loaded back.
+        self._journaled: set[Scope] = set()
         self.reflectors: dict[Scope, Reflector] = {}
         self._list_counts: dict[Scope, int] = {}
         self._janitor: asyncio.Task[None] | None = None
+        self._loads: dict[Scope, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()  # reflectors of evicted scopes
         self.loaded_objects = 0
-        # Non-resource GETs (discovery, /version, openapi) kept for offline replay:
-        # key -> (content type, content encoding, body).
-        self._raw: dict[str, tuple[str, str, bytes]] = {}
+        # Non-resource GETs (discovery, /version, openapi) kept for offline replay.
+        self.raw = RawCache(journal, s.raw_max_entries, s.max_memory_bytes // 4)
+        self.watch_budget = WatchBudget(
+            s.watchers_max_bytes, s.watcher_max_bytes, s.watcher_grace_seconds
+        )
+        self.evictions = {"memory": 0, "disk": 0}
+        self.loads_from_disk = 0
+        # Told of every scope evicted from memory (filtered views drop theirs).
+        self.on_evict: list[Callable[[ScopeStore], None]] = []
+        self._journal_touched = time.monotonic()
+        self._warned_over = 0.0
+        # Bytes handed to the journal since it last caught up (settle()).
+        self._unflushed = 0
+        self._settling = asyncio.Lock()
+        # One listener for every reflector: a listener per reflector would keep
+        # each stopped reflector, and its store, alive in the upstream's list.
+        upstream.on_state_change(self._link_changed)
 
     # -- lifecycle -------------------------------------------------------------
 
     def load(self) -> None:
-        """Restore scopes from the journal (before serving)."""
+        """Restore from the journal (before serving).
+
+        Most recently used first, as many scopes as the memory budget holds;
+        the others stay on disk until a request needs them.
+        """
         if self.journal is None:
             return
-        for stored in self.journal.load():
-            if stored.key.startswith(_RAW_PREFIX):
-                self._load_raw(stored.key, stored.meta, stored.objects.get("body", b""))
+        wall, now = time.time(), time.monotonic()
+        used = 0
+        for info in sorted(self.journal.index(), key=lambda i: i.last_used, reverse=True):
+            if info.key.startswith(JOURNAL_PREFIX):
+                stored = self.journal.read(info.key)
+                if stored is not None:
+                    self.raw.load(info.key, stored.meta, stored.objects.get("body", b""))
                 continue
+            last_used = now - max(0.0, wall - info.last_used)
             try:
-                meta = msgspec.json.decode(stored.meta, type=_ScopeMeta)
-                rt = self.resource_type(
-                    meta.group, meta.version, meta.resource, meta.kind, meta.namespaced
-                )
-                scope = Scope(
-                    meta.group,
-                    meta.version,
-                    meta.resource,
-                    meta.namespace,
-                    meta.label_selector,
-                    meta.field_selector,
-                )
-                records = {}
-                for raw in stored.objects.values():
-                    record = record_from_bytes(rt, raw)
-                    records[record.key] = record
-                store = self._new_store(scope, rt)
-                store.typed_items = meta.typed_items
-                store.load(records, int(stored.rv))
-                self.loaded_objects += len(records)
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-                log.warning("journal scope %s is unreadable, dropping it: %s", stored.key, exc)
-                self.journal.drop(stored.key)
+                meta = msgspec.json.decode(info.meta, type=_ScopeMeta)
+                rv = int(info.rv)
+            except _UNREADABLE as exc:
+                self._unreadable(info.key, exc)
+                continue
+            scope = meta.scope()
+            if used + estimate(info.objects, info.bytes) > self.settings.max_memory_bytes:
+                self.on_disk[scope] = _OnDisk(meta, rv, info.objects, info.bytes, last_used)
+                continue
+            stored = self.journal.read(info.key)
+            store = None if stored is None else self._restore(meta, stored)
+            if store is not None:
+                store.last_used = last_used
+                used += footprint(store)
         log.info(
-            "loaded %d scopes, %d objects from the journal", len(self.stores), self.loaded_objects
+            "loaded %d scopes, %d objects from the journal (%d more scopes left on disk)",
+            len(self.stores),
+            self.loaded_objects,
+            len(self.on_disk),
         )
+        self.enforce()
+
+    def _restore(self, meta: _ScopeMeta, stored: StoredScope) -> ScopeStore | None:
+        scope = meta.scope()
+        rt = self._rt_of(meta)
+        try:
+            records = _records(rt, stored.objects)
+            rv = int(stored.rv)
+        except _UNREADABLE as exc:
+            self._unreadable(stored.key, exc)
+            return None
+        store = self._new_store(scope, rt)
+        store.typed_items = meta.typed_items
+        store.load(records, rv)
+        self._journaled.add(scope)
+        self.loaded_objects += len(records)
+        return store
+
+    def _unreadable(self, key: str, exc: Exception) -> None:
+        log.warning("journal scope %s is unreadable, dropping it: %s", key, exc)
+        if self.journal is not None:
+            self.journal.drop(key)
 
     def start(self) -> None:
-        self._janitor = asyncio.create_task(self._stop_idle(), name="cache-janitor")
+        self._janitor = asyncio.create_task(self._janitor_loop(), name="cache-janitor")
 
     async def close(self) -> None:
         if self._janitor is not None:
             self._janitor.cancel()
+        for task in self._loads.values():
+            task.cancel()
         for store in self.stores.values():
             store.close_watchers("proxy shutting down")
         await asyncio.gather(*(r.stop() for r in self.reflectors.values()))
         self.reflectors.clear()
+        await asyncio.gather(*self._stopping, *self._loads.values(), return_exceptions=True)
         if self.journal is not None:
             await self.journal.close()
+
+    def _link_changed(self, healthy: bool) -> None:
+        for reflector in list(self.reflectors.values()):
+            reflector.link_changed(healthy)
 
     # -- resource types ----------------------------------------------------------
 
@@ -140,6 +252,11 @@ class CacheManager:
         kind = kind or resource.capitalize()
         return ResourceType(group, version, resource, kind, namespaced)
 
+    def _rt_of(self, meta: _ScopeMeta) -> ResourceType:
+        return self.resource_type(
+            meta.group, meta.version, meta.resource, meta.kind, meta.namespaced
+        )
+
     # -- scopes ------------------------------------------------------------------
 
     def _new_store(self, scope: Scope, rt: ResourceType) -> ScopeStore:
@@ -149,13 +266,21 @@ class CacheManager:
         return store
 
     def store_for(self, scope: Scope, rt: ResourceType) -> ScopeStore:
+        """The scope's store, created if needed (loaded back if it is on disk only).
+
+        A store being loaded back is not synced yet; a complete list applied
+        to it meanwhile supersedes what is on disk.
+        """
         store = self.stores.get(scope)
         if store is None:
             store = self._new_store(scope, rt)
+            entry = self.on_disk.pop(scope, None)
+            if entry is not None:
+                self._load_back(store, entry)
         return store
 
     def covering(self, request: Scope, rt: ResourceType) -> ScopeStore | None:
-        """The synced store that answers `request`, preferring the narrowest."""
+        """The synced resident store that answers `request`, preferring the narrowest."""
         exact = self.stores.get(request)
         if exact is not None and exact.synced:
             return exact
@@ -166,6 +291,54 @@ class CacheManager:
             if covers and (best is None or len(store) < len(best)):
                 best = store
         return best
+
+    async def covering_or_load(self, request: Scope, rt: ResourceType) -> ScopeStore | None:
+        """Like covering(), but a covering scope only on disk is loaded back first."""
+        store = self.covering(request, rt)
+        if store is not None:
+            return store
+        best: tuple[int, Scope, ResourceType] | None = None
+        for scope, entry in self.on_disk.items():
+            disk_rt = self._rt_of(entry.meta)  # what it is loaded back with
+            if scope.covers(request, disk_rt.field_paths) and (
+                best is None or entry.objects < best[0]
+            ):
+                best = (entry.objects, scope, disk_rt)
+        for scope in self._loads:
+            if scope.covers(request, self.stores[scope].rt.field_paths):
+                best = (0, scope, self.stores[scope].rt)  # already on its way
+        if best is None:
+            return None
+        store = self.store_for(best[1], best[2])
+        await self.loaded(store)
+        return store if store.synced else self.covering(request, rt)
+
+    async def loaded(self, store: ScopeStore) -> None:
+        """Wait until a store being loaded back from the journal is (or failed)."""
+        task = self._loads.get(store.scope)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def covered_by_broader(self, scope: Scope, rt: ResourceType, rv: int) -> bool:
+        """Whether a complete list of `scope` at `rv` needs no scope of its own.
+
+        It does not when a broader synced scope holds its objects (the request's
+        selectors are then applied locally, as for watches) and is at least as
+        new, or is kept current by its reflector.
+        """
+        if scope in self.stores:
+            return False
+        broader = self.covering(scope, rt)
+        return broader is not None and (broader.rv >= rv or broader.scope in self.reflectors)
+
+    @contextlib.contextmanager
+    def using(self, store: ScopeStore) -> Iterator[ScopeStore]:
+        """Hold `store` in memory while a request awaits (e.g. a watch being set up)."""
+        store.users += 1
+        try:
+            yield store
+        finally:
+            store.users -= 1
 
     def reflector_for(self, store: ScopeStore, seed_rv: int | None = None) -> Reflector:
         """The scope's running reflector, started if needed.
@@ -195,7 +368,7 @@ class CacheManager:
         return count >= self.settings.lists_before_reflector
 
     def find_object(self, rt: ResourceType, namespace: str, name: str) -> ObjectRecord | None:
-        """The newest copy of one object in any scope of its resource."""
+        """The newest copy of one object in any resident scope of its resource."""
         key = object_key(namespace, name)
         best: ObjectRecord | None = None
         for scope, store in self.stores.items():
@@ -206,40 +379,277 @@ class CacheManager:
                 best = record
         return best
 
+    async def find_object_on_disk(
+        self, rt: ResourceType, namespace: str, name: str
+    ) -> ObjectRecord | None:
+        """One object from the scopes only on disk (an offline get), newest scope first.
+
+        Read from the journal without loading the scopes into memory: a get
+        must not pull whole scopes back.
+        """
+        if self.journal is None:
+            return None
+        gvr = (rt.group, rt.version, rt.resource)
+        candidates = sorted(
+            (
+                (entry.rv, scope)
+                for scope, entry in self.on_disk.items()
+                if scope.gvr == gvr and scope.namespace in ("", namespace)
+            ),
+            key=lambda c: c[0],
+            reverse=True,
+        )
+        if not candidates:
+            return None
+        await self.journal.flush()
+        key = object_key(namespace, name)
+        for _, scope in candidates:
+            stored = await asyncio.to_thread(self.journal.read, scope.key)
+            raw = None if stored is None else stored.objects.get(key)
+            if raw is not None:
+                try:
+                    return record_from_bytes(rt, raw)
+                except _UNREADABLE:
+                    continue
+        return None
+
     def remember_object(self, rt: ResourceType, record: ObjectRecord) -> None:
         """Keep an object fetched by a get, for offline gets of it."""
+        known = self.find_object(rt, record.namespace, record.name)
+        if known is not None and known.rv >= record.rv:
+            return  # a resident scope already has it, as new: no scope of its own
         scope = Scope(
             rt.group, rt.version, rt.resource, record.namespace, "", f"metadata.name={record.name}"
         )
         store = self.store_for(scope, rt)
         store.replace({record.key: record}, max(record.rv, store.rv))
+        store.touch()
+        self.enforce()
 
     # -- raw responses (discovery) ----------------------------------------------------
 
-    def raw_get(self, key: str) -> tuple[str, str, bytes] | None:
-        return self._raw.get(key)
+    def raw_get(self, key: str) -> RawEntry | None:
+        return self.raw.get(key)
 
     def remember_raw(self, key: str, content_type: str, encoding: str, body: bytes) -> None:
-        entry = (content_type, encoding, body)
-        if self._raw.get(key) == entry:
-            return
-        self._raw[key] = entry
-        if self.journal is not None:
-            meta = msgspec.json.encode({"contentType": content_type, "contentEncoding": encoding})
-            self.journal.put_snapshot(_RAW_PREFIX + key, "0", meta, {"body": body})
+        self.raw.put(key, content_type, encoding, body)
 
-    def _load_raw(self, journal_key: str, meta: bytes, body: bytes) -> None:
+    # -- loading back ------------------------------------------------------------
+
+    def _load_back(self, store: ScopeStore, entry: _OnDisk) -> None:
+        scope = store.scope
+        task = asyncio.create_task(self._read_back(store, entry), name=f"load {scope.key}")
+        self._loads[scope] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._loads.get(scope) is finished:
+                del self._loads[scope]
+
+        task.add_done_callback(done)
+
+    async def _read_back(self, store: ScopeStore, entry: _OnDisk) -> None:
+        assert self.journal is not None  # scopes are on disk only with a journal
+        await self.journal.flush()  # what it queued when it left memory, too
+        stored = await asyncio.to_thread(self.journal.read, store.scope.key)
+        if stored is None or store.synced or self.stores.get(store.scope) is not store:
+            return  # gone from disk, or a fresh list got there first
         try:
-            info = msgspec.json.decode(meta)
-            self._raw[journal_key[len(_RAW_PREFIX) :]] = (
-                str(info.get("contentType", "application/json")),
-                str(info.get("contentEncoding", "")),
-                body,
+            records = _records(store.rt, stored.objects)
+            rv = int(stored.rv)
+        except _UNREADABLE as exc:
+            self._unreadable(stored.key, exc)
+            return
+        store.typed_items = entry.meta.typed_items
+        store.load(records, rv)
+        self._journaled.add(store.scope)
+        reflector = self.reflectors.get(store.scope)
+        if reflector is not None:
+            reflector.synced.set()
+        self.loads_from_disk += 1
+        log.info(
+            "loaded scope %s back from the journal: %d objects at RV %d",
+            store.scope.key,
+            len(records),
+            rv,
+        )
+        self.enforce()
+
+    # -- budgets -------------------------------------------------------------------
+
+    def memory_used(self) -> int:
+        return sum(footprint(s) for s in self.stores.values()) + self.raw.bytes
+
+    def disk_used(self) -> int:
+        """The journal's file in use once what is queued is committed.
+
+        Its content (every scope's objects and every answer, as the journal
+        counts them) times the file's pages in use per byte of content at the
+        last commit: a 2 KB row fills a 4 KB page alone, so the file is up to
+        twice its content, and that is what the disk budget is about.
+        """
+        resident = sum(s.bytes for s in self.stores.values() if s.synced)
+        content = resident + sum(e.bytes for e in self.on_disk.values()) + self.raw.bytes
+        return int(content * self._disk_per_byte())
+
+    def _disk_per_byte(self) -> float:
+        if self.journal is None:
+            return 1.0
+        stats = self.journal.stats()
+        content, used = stats.get("bytes", 0), stats.get("used_bytes", 0)
+        return max(1.0, used / content) if content > 0 and used > 0 else 1.0
+
+    def _in_use(self, store: ScopeStore) -> bool:
+        return bool(
+            store.pinned
+            or store.users
+            or store.watchers
+            or any(getattr(view, "watchers", None) for view in store.views.values())
+            or store.scope in self._loads
+            # Not synced yet: its reflector is listing, or its first list is
+            # journaled but not published yet.
+            or (
+                not store.synced
+                and (store.scope in self.reflectors or store.scope in self._journaled)
             )
-        except (msgspec.DecodeError, AttributeError):
-            log.warning("journal entry %s is unreadable, ignoring it", journal_key)
+        )
+
+    def enforce(self) -> None:
+        """Evict what the budgets do not hold: from memory, then from disk (budget.py)."""
+        s = self.settings
+        used = self.memory_used()
+        if used > s.max_memory_bytes:
+            idle = [(st, footprint(st)) for st in self.stores.values() if not self._in_use(st)]
+            for store, size in lru_victims(
+                idle, lambda c: c[0].last_used, lambda c: c[1], used, s.max_memory_bytes
+            ):
+                used -= size
+                self._evict(store, keep_on_disk=True)
+                self._log_eviction("memory", store.scope, size, store.last_used, used)
+            if used > s.max_memory_bytes:
+                self._warn_over(used)
+        if self.journal is None or s.max_disk_bytes is None:
+            return
+        used = self.disk_used()
+        if used <= s.max_disk_bytes:
+            return
+        per_byte = self._disk_per_byte()
+        candidates: list[tuple[Scope, float, int]] = [
+            (scope, e.last_used, int(e.bytes * per_byte)) for scope, e in self.on_disk.items()
+        ]
+        candidates += [
+            (st.scope, st.last_used, int(st.bytes * per_byte))
+            for st in self.stores.values()
+            if st.synced and not self._in_use(st)
+        ]
+        for scope, last_used, size in lru_victims(
+            candidates, lambda c: c[1], lambda c: c[2], used, s.max_disk_bytes
+        ):
+            used -= size
+            resident = self.stores.get(scope)
+            if resident is not None:
+                self._evict(resident, keep_on_disk=False)
+            self.on_disk.pop(scope, None)
+            self._journaled.discard(scope)
+            self.journal.drop(scope.key)
+            self._log_eviction("disk", scope, size, last_used, used)
+
+    def _evict(self, store: ScopeStore, *, keep_on_disk: bool) -> None:
+        """Take a scope out of memory; with `keep_on_disk` it is loaded back when needed."""
+        scope = store.scope
+        reflector = self.reflectors.pop(scope, None)
+        if reflector is not None:
+            task = reflector.cancel()
+            if task is not None:
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
+        del self.stores[scope]
+        self._list_counts.pop(scope, None)
+        store.persist = None  # a request still holding it must not write for it
+        if keep_on_disk and scope in self._journaled:
+            self.on_disk[scope] = _OnDisk(
+                self._meta(store), store.rv, len(store), store.bytes, store.last_used
+            )
+        for listener in self.on_evict:
+            listener(store)
+
+    def _log_eviction(
+        self, tier: str, scope: Scope, size: int, last_used: float, used: int
+    ) -> None:
+        self.evictions[tier] += 1
+        limit = self.settings.max_memory_bytes if tier == "memory" else self.settings.max_disk_bytes
+        kept = "kept on disk" if tier == "memory" and scope in self.on_disk else "dropped"
+        log.info(
+            "evicted scope %s from %s (%d bytes, unused for %.0fs, %s): %d of %s bytes used",
+            scope.key,
+            tier,
+            size,
+            time.monotonic() - last_used,
+            kept,
+            used,
+            limit,
+        )
+
+    def _warn_over(self, used: int) -> None:
+        now = time.monotonic()
+        if now - self._warned_over > 60:
+            self._warned_over = now
+            log.warning(
+                "cache memory %d bytes is over its %d-byte budget: what remains is in use "
+                "(watched, filter inputs or being read)",
+                used,
+                self.settings.max_memory_bytes,
+            )
+
+    def usage(self) -> dict[str, Any]:
+        """Budgets and what is held against them, for /metrics and /debug/cache."""
+        s, budget = self.settings, self.watch_budget
+        return {
+            "memory": {
+                "budgetBytes": s.max_memory_bytes,
+                "usedBytes": self.memory_used(),
+                "scopes": len(self.stores),
+                "evictions": self.evictions["memory"],
+                "loadsFromDisk": self.loads_from_disk,
+            },
+            "disk": {
+                "budgetBytes": s.max_disk_bytes,
+                "usedBytes": self.disk_used(),
+                "scopes": len(self.on_disk) + sum(1 for st in self.stores.values() if st.synced),
+                "scopesOnlyOnDisk": len(self.on_disk),
+                "evictions": self.evictions["disk"],
+            },
+            "nonResource": {
+                "entries": len(self.raw),
+                "maxEntries": self.raw.max_entries,
+                "bytes": self.raw.bytes,
+                "maxBytes": self.raw.max_bytes,
+                "evictions": self.raw.evictions,
+            },
+            "watchQueues": {
+                "budgetBytes": budget.max_bytes,
+                "perWatcherBytes": budget.per_watcher,
+                "usedBytes": budget.bytes,
+                "watchers": len(budget.watchers),
+                "disconnectedSlow": budget.disconnected_slow,
+                "disconnectedOverBudget": budget.disconnected_over_budget,
+            },
+        }
 
     # -- persistence ---------------------------------------------------------------
+
+    def _meta(self, store: ScopeStore) -> _ScopeMeta:
+        scope = store.scope
+        return _ScopeMeta(
+            scope.group,
+            scope.version,
+            scope.resource,
+            store.rt.kind,
+            store.rt.namespaced,
+            scope.namespace,
+            scope.label_selector,
+            scope.field_selector,
+            store.typed_items,
+        )
 
     def _persist(
         self, store: ScopeStore, rv: int, upserts: Mapping[str, bytes], deletes: list[str] | None
@@ -247,51 +657,81 @@ class CacheManager:
         if self.journal is None:
             return
         key = store.scope.key
+        self._unflushed += sum(map(len, upserts.values()))
         if deletes is None:
-            scope = store.scope
-            meta = _ScopeMeta(
-                scope.group,
-                scope.version,
-                scope.resource,
-                store.rt.kind,
-                store.rt.namespaced,
-                scope.namespace,
-                scope.label_selector,
-                scope.field_selector,
-                store.typed_items,
-            )
-            self.journal.put_snapshot(key, str(rv), msgspec.json.encode(meta), upserts)
+            self._journaled.add(store.scope)
+            meta = msgspec.json.encode(self._meta(store))
+            self.journal.put_snapshot(key, str(rv), meta, upserts)
         else:
             self.journal.put_changes(key, str(rv), upserts, deletes)
 
-    async def _stop_idle(self) -> None:
+    async def settle(self) -> None:
+        """Wait for the journal when clients hand it data faster than the disk takes it.
+
+        What is queued for the journal is held in memory until committed, the
+        objects of scopes already evicted from memory too: lists of ever new
+        scopes, faster than the disk, would otherwise grow it without bound.
+        Past `journal_backlog_bytes` the request that added to it waits.
+        """
+        if self.journal is None or self._unflushed <= self.settings.journal_backlog_bytes:
+            return
+        async with self._settling:
+            queued = self._unflushed
+            if queued <= self.settings.journal_backlog_bytes:
+                return  # another request waited while this one queued for the lock
+            await self.journal.flush()
+            self._unflushed -= queued
+
+    async def _janitor_loop(self) -> None:
+        idle_every = min(30.0, self.settings.idle_seconds / 2)
+        next_idle = time.monotonic() + idle_every
         while True:
-            await asyncio.sleep(min(30.0, self.settings.idle_seconds / 2))
-            now = time.monotonic()
-            for scope, reflector in list(self.reflectors.items()):
-                store = reflector.store
-                if (
-                    store.pinned
-                    or store.watchers
-                    or any(getattr(v, "watchers", None) for v in store.views.values())
-                    or now - store.last_used < self.settings.idle_seconds
-                ):
-                    continue
-                log.info("stopping idle reflector for %s", scope.key)
-                del self.reflectors[scope]
-                await reflector.stop()
+            await asyncio.sleep(self.settings.budget_check_seconds)
+            self.enforce()
+            if time.monotonic() >= next_idle:
+                self._touch_journal()
+                await self._stop_idle()
+                next_idle = time.monotonic() + idle_every
+
+    def _touch_journal(self) -> None:
+        """Tell the journal which scopes were used since the last time (LRU across restarts)."""
+        since, self._journal_touched = self._journal_touched, time.monotonic()
+        if self.journal is None:
+            return
+        for store in self.stores.values():
+            if store.last_used > since:
+                self.journal.touch(store.scope.key)
+
+    async def _stop_idle(self) -> None:
+        now = time.monotonic()
+        for scope, reflector in list(self.reflectors.items()):
+            store = reflector.store
+            if (
+                store.pinned
+                or store.watchers
+                or any(getattr(v, "watchers", None) for v in store.views.values())
+                or now - store.last_used < self.settings.idle_seconds
+            ):
+                continue
+            log.info("stopping idle reflector for %s", scope.key)
+            del self.reflectors[scope]
+            await reflector.stop()
 
     def debug(self) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
+        now = time.monotonic()
         for scope, store in sorted(self.stores.items(), key=lambda kv: kv[0].key):
             reflector = self.reflectors.get(scope)
             out.append(
                 {
                     "scope": scope.key,
+                    "resident": True,
                     "resourceVersion": str(store.rv),
                     "synced": store.synced,
                     "objects": len(store),
                     "bytes": store.bytes,
+                    "memoryBytes": footprint(store),
+                    "unusedSeconds": round(now - store.last_used, 1),
                     "bytesFromUpstream": store.bytes_from_upstream,
                     "bytesServed": store.bytes_served,
                     "watchers": len(store.watchers),
@@ -306,4 +746,27 @@ class CacheManager:
                     },
                 }
             )
+        for scope, entry in sorted(self.on_disk.items(), key=lambda kv: kv[0].key):
+            out.append(
+                {
+                    "scope": scope.key,
+                    "resident": False,
+                    "resourceVersion": str(entry.rv),
+                    "synced": True,
+                    "objects": entry.objects,
+                    "bytes": entry.bytes,
+                    "memoryBytes": 0,
+                    "unusedSeconds": round(now - entry.last_used, 1),
+                    "watchers": 0,
+                    "reflector": None,
+                }
+            )
         return out
+
+
+def _records(rt: ResourceType, objects: Mapping[str, bytes]) -> dict[str, ObjectRecord]:
+    records = {}
+    for raw in objects.values():
+        record = record_from_bytes(rt, raw)
+        records[record.key] = record
+    return records

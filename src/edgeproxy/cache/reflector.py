@@ -81,7 +81,6 @@ class Reflector:
     def start(self) -> None:
         if self.task is None:
             self.task = asyncio.create_task(self._run(), name=f"reflector {self.store.scope.key}")
-            self.upstream.on_state_change(self._link_changed)
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -90,7 +89,14 @@ class Reflector:
                 await self.task
             self.task = None
 
-    def _link_changed(self, healthy: bool) -> None:
+    def cancel(self) -> asyncio.Task[None] | None:
+        """Stop without waiting; the caller keeps the returned task until it is done."""
+        if self.task is not None:
+            self.task.cancel()
+        return self.task
+
+    def link_changed(self, healthy: bool) -> None:
+        """Told by the cache manager (one upstream listener for all reflectors)."""
         if not healthy and self._stream is not None:
             self._stream.cancel()  # a black-holed stream would otherwise hang
 

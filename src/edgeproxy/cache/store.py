@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +26,11 @@ from edgeproxy.cache.scope import Scope
 from edgeproxy.kube.objects import ObjectRecord
 from edgeproxy.kube.resources import ResourceType
 from edgeproxy.kube.wire import EventType
+
+# Versions of store states, unique across stores: a scope evicted from memory and
+# loaded again is a new store, and must not reuse a version of the old one
+# (memoized list bodies are keyed by scope and version).
+_VERSIONS = itertools.count(1)
 
 # (scope, rv, upserts, deletes) — or a whole snapshot when deletes is None.
 PersistHook = Callable[["ScopeStore", int, Mapping[str, bytes], list[str] | None], None]
@@ -59,7 +65,7 @@ class ScopeStore:
         self.objects: dict[str, ObjectRecord] = {}
         self._keys: list[str] = []
         self.rv = 0
-        # Bumped on every change of the objects; with `rv` it versions list bodies.
+        # Changes on every change of the objects; with `rv` it versions list bodies.
         self.version = 0
         # True once the store holds a complete state at `rv` (list or journal).
         self.synced = False
@@ -67,6 +73,8 @@ class ScopeStore:
         self.compacted_rv = 0
         self.history: deque[Event] = deque()
         self.history_limit = history_limit
+        # Object bytes of the events in `history` (for the memory budget).
+        self.history_bytes = 0
         self.watchers: set[Watcher] = set()
         self.persist: PersistHook | None = None
         self.last_used = time.monotonic()
@@ -84,6 +92,9 @@ class ScopeStore:
         self.view_key = ""
         # An input of filters: its reflector runs while the proxy does.
         self.pinned = False
+        # Requests holding the store across an await (a watch being set up or
+        # served): it is not evicted from memory meanwhile.
+        self.users = 0
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -119,13 +130,14 @@ class ScopeStore:
 
     def load(self, records: Mapping[str, ObjectRecord], rv: int) -> None:
         """Start from a known state (journal or first list) without events."""
-        self.version += 1
+        self.version = next(_VERSIONS)
         self.objects = dict(records)
         self._keys = sorted(self.objects)
         self.bytes = sum(len(r.raw) for r in self.objects.values())
         self.rv = rv
         self.compacted_rv = rv
         self.history.clear()
+        self.history_bytes = 0
         self.synced = True
         for view in list(self.views.values()):
             view.rebuild()
@@ -213,7 +225,7 @@ class ScopeStore:
         batch: bool = False,
     ) -> Event:
         key = record.key
-        self.version += 1
+        self.version = next(_VERSIONS)
         if event_type == "DELETED":
             if key in self.objects:
                 self.bytes -= len(self.objects.pop(key).raw)
@@ -227,8 +239,11 @@ class ScopeStore:
             self.bytes += len(record.raw)
         event = Event(event_type, rv, record, prev, batch=batch)
         self.history.append(event)
+        self.history_bytes += len(record.raw)
         while len(self.history) > self.history_limit:
-            self.compacted_rv = self.history.popleft().rv
+            old = self.history.popleft()
+            self.compacted_rv = old.rv
+            self.history_bytes -= len(old.obj.raw)
         fan_out(self.watchers, event)
         for view in list(self.views.values()):
             view.on_base_event(event)

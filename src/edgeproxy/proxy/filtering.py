@@ -83,6 +83,7 @@ class FilterRuntime:
         # Figures for /metrics and the benchmark.
         self.refilter_seconds_total = 0.0
         self.refiltered_objects = 0
+        cache.on_evict.append(self._forget)
 
     # -- FilterInputs ------------------------------------------------------------
 
@@ -154,6 +155,12 @@ class FilterRuntime:
         log.info("filtered view %s of %s", chain.key, store.scope.key)
         return view
 
+    def _forget(self, store: ScopeStore) -> None:
+        """A scope left memory: its views go with it (rebuilt if it comes back)."""
+        self._views = [(view, chain) for view, chain in self._views if view.base is not store]
+        if self.metrics is not None:
+            self.metrics.filtered_views.set(len(self._views))
+
     def filter_one(self, chain: Chain, record: ObjectRecord) -> ObjectRecord | None:
         """One object through a chain (gets, pages of a list)."""
         if not chain:
@@ -170,11 +177,13 @@ class FilterRuntime:
         if not chain.needs:
             return
         self._ensure_inputs(chain.needs)
-        if wait_seconds <= 0:
-            return
         stores = list(self._node_stores)
         if self._service_store is not None and "services" in chain.needs:
             stores.append(self._service_store)
+        for store in stores:  # an input only on disk is read back, online or not
+            await self.cache.loaded(store)
+        if wait_seconds <= 0:
+            return
         waits = [self.cache.reflector_for(s).synced.wait() for s in stores if not s.synced]
         if not waits:
             return

@@ -35,12 +35,14 @@ from edgeproxy.cache.listing import (
     records_of,
 )
 from edgeproxy.cache.manager import CacheManager
+from edgeproxy.cache.rawcache import raw_key
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore
 from edgeproxy.errors import UpstreamUnreachable
 from edgeproxy.filters.base import Chain
 from edgeproxy.kube import status
-from edgeproxy.kube.fields import parse_selectors
+from edgeproxy.kube.fields import FieldSelector, parse_selectors
+from edgeproxy.kube.labels import LabelSelector
 from edgeproxy.kube.negotiation import MediaChoice, negotiate
 from edgeproxy.kube.objects import (
     record_from_bytes,
@@ -204,8 +206,11 @@ class ProxyRouter:
         ), "upstream"
 
     async def _cached_get(self, request: web.Request) -> tuple[web.StreamResponse, str]:
-        """Discovery, /version, openapi: forward, remember, replay offline."""
-        key = f"{request.path_qs}|{request.headers.get('Accept', '')}"
+        """Discovery, /version, openapi: forward, remember, replay offline.
+
+        Remembered by path and Accept, not by query (cache/rawcache.py).
+        """
+        key = raw_key(request.path, request.headers.get("Accept", ""))
         if self.upstream.healthy:
             try:
                 resp = await self._forward_read(
@@ -233,12 +238,11 @@ class ProxyRouter:
         cached = self.cache.raw_get(key)
         if cached is None:
             raise _offline(request.path)
-        content_type, encoding, body = cached
-        replay = {"Content-Type": content_type}
-        if encoding:
-            replay["Content-Encoding"] = encoding
-        self.metrics.client_bytes.labels("offline").inc(len(body))
-        return web.Response(body=body, headers=replay), "offline"
+        replay = {"Content-Type": cached.content_type}
+        if cached.encoding:
+            replay["Content-Encoding"] = cached.encoding
+        self.metrics.client_bytes.labels("offline").inc(len(cached.body))
+        return web.Response(body=cached.body, headers=replay), "offline"
 
     async def _write(
         self, request: web.Request, info: RequestInfo, rt: ResourceType
@@ -385,6 +389,8 @@ class ProxyRouter:
                         "the cloud apiserver sent a malformed object"
                     ) from exc
         if cached is None:
+            cached = await self.cache.find_object_on_disk(rt, info.namespace, info.name)
+        if cached is None:
             raise _offline(f'{rt.resource} "{info.name}"')
         shown = self.filters.filter_one(chain, cached)
         if shown is None:
@@ -463,6 +469,10 @@ class ProxyRouter:
         semantics = list_semantics(opts)
         chain = await self._chain(request, info)
         store = self.cache.covering(scope, rt)
+        if store is None and (
+            not self.upstream.healthy or semantics != "most_recent" or self._cache_first(rt)
+        ):
+            store = await self.cache.covering_or_load(scope, rt)
         view = None if store is None else self.filters.view_for(store, chain)
         if (
             store is not None
@@ -482,6 +492,9 @@ class ProxyRouter:
                 ), "upstream"
             except (_Fallback, UpstreamUnreachable):
                 pass
+        if view is None:
+            store = await self.cache.covering_or_load(scope, rt)
+            view = None if store is None else self.filters.view_for(store, chain)
         if view is None:
             raise _offline(f"a list of {rt.resource}")
         return await self.local.serve(
@@ -578,7 +591,7 @@ class ProxyRouter:
             raise status.internal_error(
                 f"the cloud apiserver sent a malformed list: {exc}"
             ) from exc
-        if complete:
+        if complete and not self.cache.covered_by_broader(scope, rt, rv):
             store = self.cache.store_for(scope, rt)
             first = listed.first_item()
             if first is not None:
@@ -588,6 +601,8 @@ class ProxyRouter:
             store.bytes_from_upstream += listed.wire_bytes
             if self.cache.note_list(scope):
                 self.cache.reflector_for(store)
+            self.cache.enforce()
+            await self.cache.settle()
             if chain and store.rv == rv and list_semantics(opts) != "exact":
                 # The filtered view follows the store: its answer is this list, filtered.
                 return await self.local.serve(
@@ -642,11 +657,25 @@ class ProxyRouter:
         labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
         choice = negotiate(request.headers.get("Accept"), target="watch", rt=rt)
         scope = Scope.of(rt, info.namespace, labels, fields)
-        store = self.cache.covering(scope, rt)
+        store = await self.cache.covering_or_load(scope, rt)
         if store is None:
             if not self.upstream.healthy:
                 raise _offline(f"a watch of {rt.resource}")
             store = self.cache.store_for(scope, rt)
+        with self.cache.using(store):  # not evicted while the watch is set up and served
+            return await self._watch_store(request, info, rt, opts, store, (labels, fields), choice)
+
+    async def _watch_store(
+        self,
+        request: web.Request,
+        info: RequestInfo,
+        rt: ResourceType,
+        opts: ListOptions,
+        store: ScopeStore,
+        selectors: tuple[LabelSelector, FieldSelector],
+        choice: MediaChoice,
+    ) -> web.StreamResponse:
+        labels, fields = selectors
         # Always: a reflector waits for the link by itself, and must be running
         # when the link returns so this watch gets what it missed. A new scope
         # starts at the client's RV, so a client that listed elsewhere misses nothing.
@@ -675,6 +704,7 @@ class ProxyRouter:
             settings=self.settings,
             metrics=self.metrics,
             link_up=self.upstream.healthy,
+            budget=self.cache.watch_budget,
         )
 
 

@@ -17,8 +17,10 @@ class ProxySettings:
     cache_first_resources: frozenset[str] = frozenset()
     # Watch bookmarks every minute, like kube-apiserver.
     bookmark_interval: float = 60.0
-    # Frames one client watch may queue before it is closed as too slow.
-    watcher_buffer: int = 10_000
+    # Kernel send buffer of a watch connection (SO_SNDBUF; Linux doubles it):
+    # a burst of 1,000 1 KB events fits, and a client that stops reading pins
+    # this much kernel memory, not the 4 MB autotuning would give it.
+    watch_send_buffer: int = 128 * 1024
     # How long a watch waits for its scope's first sync before giving up.
     sync_timeout: float = 30.0
     # Read-your-writes: how long a cached read waits for the proxy's own write.

@@ -11,20 +11,26 @@ RV backwards, and ends at the deadline or when the client stops reading.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import random
+import socket
+from collections.abc import Iterable, Iterator
 
 from aiohttp import web
 
-from edgeproxy.cache.broadcast import Watcher
+from edgeproxy.cache.broadcast import WatchBudget, Watcher
 from edgeproxy.cache.store import ScopeStore, TooOld
 from edgeproxy.cache.streaming import stream_watch
 from edgeproxy.kube import status
 from edgeproxy.kube.fields import FieldSelector
 from edgeproxy.kube.labels import LabelSelector
 from edgeproxy.kube.negotiation import MediaChoice
-from edgeproxy.kube.objects import with_type_meta
+from edgeproxy.kube.objects import ObjectRecord, with_type_meta
 from edgeproxy.kube.render import WatchFrameConverter
 from edgeproxy.kube.request import ListOptions, parse_resource_version
+from edgeproxy.kube.resources import ResourceType
 from edgeproxy.kube.status import StatusError
 from edgeproxy.kube.table import include_object_option
 from edgeproxy.kube.wire import bookmark
@@ -46,6 +52,7 @@ async def serve_watch(
     settings: ProxySettings,
     metrics: Metrics,
     link_up: bool,
+    budget: WatchBudget,
 ) -> web.StreamResponse:
     rt = store.rt
     store.touch()
@@ -64,24 +71,22 @@ async def serve_watch(
             # As kube-apiserver's cacher: an ERROR event in a 200 stream, not a 504.
             refused = status.too_large_resource_version(min_rv, store.rv)
     watcher = Watcher(
-        store.types, namespace, labels, fields, settings.watcher_buffer, min_rv=min_rv
+        store.types, namespace, labels, fields, budget.per_watcher, min_rv=min_rv, budget=budget
     )
     if request.transport is not None:
         # A client that stopped reading blocks the writer; cut it off.
         watcher.on_overflow = request.transport.abort
-    initial: list[bytes] = []
+        _bound_send_buffer(request.transport, settings.watch_send_buffer)
+    initial: Iterable[bytes] = ()
     expired: StatusError | None = refused
     legacy_initial = opts.send_initial_events is None and rv_param in ("", "0")
     if opts.send_initial_events or legacy_initial:
-        initial = [
-            b'{"type":"ADDED","object":' + with_type_meta(r.raw, rt.kind, rt.api_version) + b"}\n"
-            for r in store.objects.values()
-            if watcher.matches(r)
-        ]
+        # The state now, as references: each frame is encoded as it is written,
+        # so a client that does not read pins no copy of the whole state.
+        initial = _added_frames(rt, [r for r in store.objects.values() if watcher.matches(r)])
         if opts.send_initial_events and opts.allow_watch_bookmarks:
-            initial.append(
-                bookmark(rt.kind, rt.api_version, str(max(store.rv, min_rv)), initial_end=True)
-            )
+            end = bookmark(rt.kind, rt.api_version, str(max(store.rv, min_rv)), initial_end=True)
+            initial = itertools.chain(initial, (end,))
         watcher.min_rv = max(watcher.min_rv, store.rv)
     elif rv_param in ("", "0"):
         # sendInitialEvents=false: only changes from now on (KEP-3157).
@@ -137,5 +142,24 @@ async def serve_watch(
         return resp
     finally:
         metrics.watchers.dec()
-        watcher.close("stream ended")
+        watcher.finish()
         store.watchers.discard(watcher)
+
+
+def _bound_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
+    """Cap what the kernel queues for this client (Linux autotunes it up to 4 MB).
+
+    A client that stops reading otherwise absorbs megabytes before its writer
+    blocks: 500 such watches cost the kernel 2 GB and the proxy seconds of
+    copying at a burst, while every other client waits.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+def _added_frames(rt: ResourceType, records: list[ObjectRecord]) -> Iterator[bytes]:
+    for record in records:
+        obj = with_type_meta(record.raw, rt.kind, rt.api_version)
+        yield b'{"type":"ADDED","object":' + obj + b"}\n"

@@ -36,18 +36,33 @@ def admin_app(
         metrics.cache_bytes.set(sum(s.bytes for s in stores))
         metrics.reflectors.set(len(cache.reflectors))
         metrics.journal_errors.set(journal_stats().get("errors", 0))
+        usage = cache.usage()
+        for tier in ("memory", "disk"):
+            metrics.cache_budget_bytes.labels(tier).set(usage[tier]["budgetBytes"] or 0)
+            metrics.cache_used_bytes.labels(tier).set(usage[tier]["usedBytes"])
+            metrics.cache_evictions.labels(tier).set(usage[tier]["evictions"])
+        metrics.cache_scopes_on_disk.set(usage["disk"]["scopesOnlyOnDisk"])
+        metrics.nonresource_entries.set(usage["nonResource"]["entries"])
+        metrics.nonresource_bytes.set(usage["nonResource"]["bytes"])
+        queues = usage["watchQueues"]
+        metrics.watch_queue_bytes.set(queues["usedBytes"])
+        metrics.watch_queue_budget_bytes.labels("watcher").set(queues["perWatcherBytes"])
+        metrics.watch_queue_budget_bytes.labels("total").set(queues["budgetBytes"])
+        metrics.watchers_disconnected.labels("slow").set(queues["disconnectedSlow"])
+        metrics.watchers_disconnected.labels("over-budget").set(queues["disconnectedOverBudget"])
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def readyz(request: web.Request) -> web.Response:
         link = upstream.healthy
-        loaded = bool(cache.stores)
+        loaded = bool(cache.stores or cache.on_disk)
         ok = link or loaded
         if "verbose" in request.query:
             lines = [
                 f"[{'+' if link else '-'}]upstream {'reachable' if link else 'unreachable'}",
-                f"[{'+' if loaded else '-'}]cache {len(cache.stores)} scopes",
+                f"[{'+' if loaded else '-'}]cache {len(cache.stores)} scopes in memory, "
+                f"{len(cache.on_disk)} only on disk",
                 f"readyz check {'passed' if ok else 'failed'}",
             ]
             return web.Response(text="\n".join(lines) + "\n", status=200 if ok else 503)
@@ -73,6 +88,7 @@ def admin_app(
                 for s in upstream.servers
             ],
             "journal": journal_stats(),
+            "budgets": cache.usage(),
             "scopes": cache.debug(),
             "filteredViews": filters_debug() if filters_debug is not None else [],
         }

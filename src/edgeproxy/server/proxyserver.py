@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from edgeproxy import footprint
 from edgeproxy.cache.manager import CacheManager, CacheSettings
 from edgeproxy.config import ServeConfig, filter_set, node_name
 from edgeproxy.errors import ConfigError, StorageError
@@ -36,6 +37,10 @@ from edgeproxy.upstream.certreload import CertificateReloader
 from edgeproxy.upstream.pool import Upstream, UpstreamSettings
 
 log = logging.getLogger(__name__)
+
+# How often to look for evictions to trim after: a trim costs ~10 ms of a
+# thread per few hundred MB of heap, and evictions come in rounds.
+TRIM_CHECK_SECONDS = 5.0
 
 
 async def _bind(listener: Listener, host: str, port: int, flag: str, **kwargs: int) -> int:
@@ -67,6 +72,7 @@ class ProxyServer:
         self.port = 0
         self.admin_port = 0
         self.journal: Journal | None = None
+        self._trimmer: asyncio.Task[None] | None = None
         self._cert_reloader: asyncio.Task[None] | None = None
 
     def _credentials(self) -> credentials.Credentials:
@@ -101,7 +107,8 @@ class ProxyServer:
             ),
             server_hostname=creds.tls_server_name,
         )
-        journal = Journal(cfg.cache_dir / "cache.db", max_bytes=cfg.max_cache_bytes)
+        # The disk budget is the cache manager's: only it knows which scopes are in use.
+        journal = Journal(cfg.cache_dir / "cache.db")
         try:
             moved = journal.open()
             if moved is not None:
@@ -115,7 +122,12 @@ class ProxyServer:
             self.registry,
             self.upstream,
             self.journal,
-            CacheSettings(),
+            CacheSettings(
+                max_memory_bytes=cfg.max_memory_cache_bytes,
+                max_disk_bytes=cfg.max_cache_bytes,
+                watcher_max_bytes=cfg.max_watcher_queue_bytes,
+                watchers_max_bytes=cfg.max_watcher_queues_total_bytes,
+            ),
             on_upstream_bytes=self.metrics.upstream_bytes.labels("reflector").inc,
         )
         self.cache.load()
@@ -153,6 +165,7 @@ class ProxyServer:
             )
             self._cert_reloader = asyncio.create_task(reloader.run(), name="cert-reloader")
         self.cache.start()
+        self._trimmer = asyncio.create_task(self._trim_after_evictions(), name="heap-trimmer")
 
         client = web.Application(client_max_size=0)
         client.router.add_route("*", "/{tail:.*}", self.router.handle)
@@ -194,8 +207,20 @@ class ProxyServer:
             (time.monotonic() - started) * 1000,
         )
 
+    async def _trim_after_evictions(self) -> None:
+        """Return the pages of evicted scopes to the system (footprint.trim_heap)."""
+        seen = 0
+        while True:
+            await asyncio.sleep(TRIM_CHECK_SECONDS)
+            evicted = sum(self.cache.evictions.values())
+            if evicted != seen:
+                seen = evicted
+                await asyncio.to_thread(footprint.trim_heap)
+
     async def stop(self) -> None:
         log.info("shutting down")
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         if self._cert_reloader is not None:
             self._cert_reloader.cancel()
         for store in self.cache.stores.values():

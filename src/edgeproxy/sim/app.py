@@ -71,8 +71,9 @@ class SimSettings:
     rv_wait_seconds: float = 3.0
     # --min-request-timeout: unset watch timeouts are 1800..3600 s.
     min_request_timeout: float = 1800.0
-    # Frames a watcher may have queued before it is closed as too slow.
-    watcher_buffer: int = 10_000
+    # Bytes a watcher may have queued before it is closed as too slow: 10,000
+    # frames of ~1 KB (the sim's old frame bound), with room for larger objects.
+    watcher_buffer_bytes: int = 64 * 1024 * 1024
     # How often an idle watch checks that its client is still connected.
     idle_check_seconds: float = 5.0
 
@@ -475,7 +476,7 @@ class SimApp:
         choice = negotiate(request.headers.get("Accept"), target="watch", rt=rt)
         res = self.store.resource(rt)
         namespace = info.namespace if rt.namespaced else ""
-        watcher = Watcher(rt, namespace, labels, fields, self.settings.watcher_buffer)
+        watcher = Watcher(rt, namespace, labels, fields, self.settings.watcher_buffer_bytes)
         rv_param = opts.resource_version or ""
         initial: list[bytes] = []
         expired: StatusError | None = None

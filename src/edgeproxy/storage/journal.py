@@ -94,6 +94,18 @@ class StoredScope:
     last_used: float
 
 
+@dataclass(frozen=True, slots=True)
+class ScopeInfo:
+    """One persisted scope without its objects: enough to decide whether to load it."""
+
+    key: str
+    rv: str
+    meta: bytes
+    last_used: float
+    objects: int
+    bytes: int
+
+
 @dataclass(slots=True)
 class _Snapshot:
     rv: str
@@ -164,6 +176,7 @@ class Journal:
         self.errors = 0
         self.last_commit_seconds = 0.0
         self._counts = (0, 0, 0)  # scopes, objects, bytes after the last commit
+        self._pages = (0, 0)  # bytes of the file's pages, and of those in use
         self._conn: sqlite3.Connection | None = None
         self._db_lock = threading.Lock()  # one user of the connection at a time
         self._cond = threading.Condition()  # guards everything below
@@ -309,6 +322,49 @@ class Journal:
                 conn.execute("COMMIT")
         return [StoredScope(k, rv, meta, objects[sid], lu) for sid, k, rv, meta, lu in rows]
 
+    def index(self) -> list[ScopeInfo]:
+        """Every persisted scope, without its objects; called at startup like load()."""
+        try:
+            with self._db_lock:
+                rows = self._require_conn().execute(
+                    "SELECT key, rv, meta, last_used, objects, bytes FROM scopes"
+                )
+                return [ScopeInfo(*row) for row in rows.fetchall()]
+        except sqlite3.DatabaseError as exc:
+            with self._db_lock:
+                self._move_aside(exc)
+                self._conn = self._connect()
+            self._refresh_counts()
+            return []
+
+    def read(self, scope: str) -> StoredScope | None:
+        """One scope as last committed (flush() first to include what is queued).
+
+        None when it is not on disk, or cannot be read now (logged, counted).
+        Blocking: run it in a thread from the event loop.
+        """
+        try:
+            with self._db_lock:
+                conn = self._require_conn()
+                conn.execute("BEGIN")  # the scope row and its objects from one snapshot
+                try:
+                    row = conn.execute(
+                        "SELECT id, rv, meta, last_used FROM scopes WHERE key = ?", (scope,)
+                    ).fetchone()
+                    if row is None:
+                        return None
+                    sid, rv, meta, last_used = row
+                    objects = dict(
+                        conn.execute("SELECT okey, data FROM objects WHERE scope_id = ?", (sid,))
+                    )
+                finally:
+                    conn.execute("COMMIT")
+        except (sqlite3.Error, StorageError) as exc:
+            self.errors += 1
+            log.error("journal: cannot read scope %s: %s", scope, exc)
+            return None
+        return StoredScope(scope, rv, meta, objects, last_used)
+
     def stats(self) -> dict[str, Any]:
         """Figures as of the last commit, for metrics and the debug endpoint."""
         scopes, objects, size = self._counts
@@ -316,6 +372,9 @@ class Journal:
             "scopes": scopes,
             "objects": objects,
             "bytes": size,
+            # On disk: the main file, and its pages in use (rows are stored in pages).
+            "file_bytes": self._pages[0],
+            "used_bytes": self._pages[1],
             "commits": self.commits,
             "last_commit_seconds": self.last_commit_seconds,
             "evictions": self.evictions,
@@ -455,11 +514,17 @@ class Journal:
 
     def _refresh_counts(self) -> None:
         with self._db_lock:
-            row = self._require_conn().execute(
-                "SELECT count(*), total(objects), total(bytes) FROM scopes"
-            )
+            conn = self._require_conn()
+            row = conn.execute("SELECT count(*), total(objects), total(bytes) FROM scopes")
             scopes, objects, size = row.fetchone()
+            # The file's pages, all and in use (free pages are reused, never returned):
+            # the cache's disk budget is about these (cache/manager.py, disk_used).
+            pages, free, page_size = conn.execute(
+                "SELECT page_count, freelist_count, page_size"
+                " FROM pragma_page_count, pragma_freelist_count, pragma_page_size"
+            ).fetchone()
         self._counts = (int(scopes), int(objects), int(size))
+        self._pages = (pages * page_size, (pages - free) * page_size)
 
     def _require_conn(self) -> sqlite3.Connection:
         if self._conn is None:
