@@ -502,8 +502,7 @@ class CacheManager:
         return bool(
             store.pinned
             or store.users
-            or store.watchers
-            or any(getattr(view, "watchers", None) for view in store.views.values())
+            or _watched(store)
             or store.scope in self._loads
             # Not synced yet: its reflector is listing, or its first list is
             # journaled but not published yet.
@@ -708,8 +707,7 @@ class CacheManager:
             store = reflector.store
             if (
                 store.pinned
-                or store.watchers
-                or any(getattr(v, "watchers", None) for v in store.views.values())
+                or _watched(store)
                 or now - store.last_used < self.settings.idle_seconds
             ):
                 continue
@@ -762,6 +760,13 @@ class CacheManager:
                 }
             )
         return out
+
+
+def _watched(store: ScopeStore) -> bool:
+    """Whether a client watches the store, or a filtered view of it."""
+    return bool(store.watchers) or any(
+        getattr(view, "watchers", None) for view in store.views.values()
+    )
 
 
 def _records(rt: ResourceType, objects: Mapping[str, bytes]) -> dict[str, ObjectRecord]:
