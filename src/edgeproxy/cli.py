@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--against",
         default="sim",
-        metavar="sim|KUBECONFIG",
-        help="upstream: a fresh simulator (default) or the cluster of a kubeconfig",
+        metavar="sim|real|KUBECONFIG",
+        help="upstream: a fresh simulator (default), a real kube-apiserver started for the run, or the cluster of a kubeconfig",
     )
     bench.add_argument(
         "--out", type=Path, default=Path("bench/out"), metavar="DIR", help="report directory"
@@ -426,7 +426,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     from edgeproxy.bench.command import run
 
-    if args.against != "sim" and not Path(args.against).is_file():
+    if args.against not in ("sim", "real") and not Path(args.against).is_file():
         print(f"edge-proxy bench: --against {args.against}: no such kubeconfig", file=sys.stderr)
         return 2
     targets = tuple(t for t in args.targets.split(",") if t)

@@ -118,3 +118,14 @@ class Metrics:
         self.journal_errors = Gauge(
             "edgeproxy_journal_errors", "Journal write errors so far", registry=r
         )
+        self.journal_writable = Gauge(
+            "edgeproxy_journal_writable",
+            "1 while the journal commits (what clients see is durable), 0 while it is "
+            "read-only or its writes fail (serving from memory; /readyz?verbose says why)",
+            registry=r,
+        )
+        self.served_not_durable = Gauge(
+            "edgeproxy_journal_served_not_durable",
+            "Changes served to clients before the journal had committed them (it failed or stalled)",
+            registry=r,
+        )

@@ -7,6 +7,7 @@ crash test (kill -9 mid-write) lives in tests/fault/test_journal_crash.py.
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
 import sys
 import tempfile
@@ -122,8 +123,10 @@ async def test_permissions(tmp_path: Path) -> None:
     j.put_snapshot("s", "1", b"", {"a": b"1"})
     assert await j.flush()
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+    for name in (path, Path(f"{path}-wal")):
         assert stat.S_IMODE(name.stat().st_mode) == 0o600, name
+    # Exclusive locking: the WAL index is in memory, there is no -shm file to leak.
+    assert sorted(p.name for p in path.parent.iterdir()) == ["j.db", "j.db-wal"]
     await j.close()
 
 
@@ -261,3 +264,189 @@ def test_coalescing_matches_model(ops: list[tuple[object, ...]]) -> None:
                     assert as_dict(j.load()) == model
         j.close_sync()
         assert reopen(path) == model
+
+
+# -- durability tickets ------------------------------------------------------
+
+
+async def test_tickets_are_reported_when_committed(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db", commit_interval=0.01)
+    j.open()
+    reported: list[tuple[int, bool]] = []
+    j.on_commit = lambda ticket, ok: reported.append((ticket, ok))
+    first = j.put_snapshot("s", "1", b"", {"a": b"1"})
+    second = j.put_changes("s", "2", {"b": b"2"}, [])
+    assert second > first
+    assert await j.flush()
+    deadline = time.monotonic() + 5
+    while not reported and time.monotonic() < deadline:  # noqa: ASYNC110 (a thread reports)
+        await asyncio.sleep(0.01)
+    assert reported[-1] == (second, True)
+    assert j.durable and j.state() == ("ok", "")
+    await j.close()
+
+
+async def test_expedite_commits_before_the_interval(tmp_path: Path) -> None:
+    """A client waiting for a change does not wait for the group commit's interval."""
+    j = Journal(tmp_path / "j.db", commit_interval=30)
+    j.open()
+    committed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    j.on_commit = lambda ticket, ok: loop.call_soon_threadsafe(committed.set)
+    j.put_snapshot("s", "1", b"", {"a": b"1"})
+    started = time.monotonic()
+    j.expedite()
+    await asyncio.wait_for(committed.wait(), 5)
+    assert time.monotonic() - started < 1
+    await j.close()
+
+
+async def test_failed_commit_is_reported_and_not_durable(journal: Journal) -> None:
+    reported: list[tuple[int, bool]] = []
+    journal.on_commit = lambda ticket, ok: reported.append((ticket, ok))
+    journal.put_snapshot("s", "1", b"", {"a": b"small"})
+    assert await journal.flush()
+    conn = journal._conn
+    assert conn is not None
+    with journal._db_lock:  # a real SQLITE_FULL
+        conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+    ticket = journal.put_changes("s", "2", {"b": b"x" * 100_000}, [])
+    assert not await journal.flush()
+    assert (ticket, False) in reported
+    assert not journal.durable
+    state, reason = journal.state()
+    assert state == "writes failing" and "SQLITE_FULL" in reason, reason
+    with journal._db_lock:
+        conn.execute("PRAGMA max_page_count = 1073741823")
+    assert await journal.flush()
+    assert journal.durable and journal.state() == ("ok", "")
+
+
+# -- faults that are not corruption: never discard ------------------------------
+
+
+async def test_unopenable_wal_opens_read_only_and_recovers(tmp_path: Path) -> None:
+    """An error that says nothing about the content keeps the file: read-only, then writable."""
+    path = tmp_path / "j.db"
+    j = Journal(path)
+    j.open()
+    j.put_snapshot("s", "1", b"m", {"a": b"A"})
+    await j.close()  # checkpointed: the data is in the main file, the WAL is gone
+    wal = f"{path}-wal"
+    os.mkdir(wal)  # the WAL cannot be opened (as root, chmod would not stop us)
+    j = Journal(path, commit_interval=0.01)
+    assert j.open() is None  # nothing moved aside
+    assert j.readonly is not None and not j.durable
+    assert j.state()[0] == "read-only"
+    assert as_dict(j.load()) == {"s": ("1", b"m", {"a": b"A"})}
+    j.put_changes("s", "2", {"b": b"B"}, [])  # kept in memory meanwhile
+    assert not await j.flush()
+    assert j.errors >= 1
+    os.rmdir(wal)
+    assert await j.flush()  # retried: writable again, nothing lost
+    assert j.readonly is None and j.durable
+    await j.close()
+    assert reopen(path) == {"s": ("2", b"m", {"a": b"A", "b": b"B"})}
+    assert [name for name in os.listdir(tmp_path) if ".corrupt-" in name] == []
+
+
+async def test_scope_with_missing_rows_is_left_out_whole(journal: Journal) -> None:
+    journal.put_snapshot("keep", "1", b"", {"a": b"1"})
+    journal.put_snapshot("hole", "1", b"", {"a": b"1", "b": b"2"})
+    assert await journal.flush()
+    conn = journal._conn
+    assert conn is not None
+    with journal._db_lock:  # a row gone without the counters knowing (a lost page)
+        conn.execute("DROP TRIGGER objects_del")
+        conn.execute("DELETE FROM objects WHERE okey = 'b'")
+    assert journal.read("hole") is None
+    assert sorted(as_dict(journal.load())) == ["keep"]
+    assert journal.errors >= 2
+
+
+# -- a damaged page: salvage what is intact ---------------------------------------
+
+
+def damaged_copy(path: Path, needle: bytes, *, other_than: bytes | None = None) -> int:
+    """Write garbage over the page holding `needle` (and not `other_than`); its number."""
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    start = 0
+    while True:
+        at = data.find(needle, start)
+        assert at >= 0, f"{needle!r} not in {path}"
+        page = at // page_size
+        content = bytes(data[page * page_size : (page + 1) * page_size])
+        if other_than is None or other_than not in content:
+            break
+        start = at + 1
+    garbage = bytes((i * 131 + 7) % 256 for i in range(page_size))
+    data[page * page_size : (page + 1) * page_size] = garbage
+    path.write_bytes(bytes(data))
+    return page
+
+
+def three_scopes(path: Path) -> dict[str, tuple[str, bytes, dict[str, bytes]]]:
+    j = Journal(path)
+    j.open()
+    for name in ("a", "b", "c"):
+        objects = {
+            f"ns/{name}-obj-{i:03d}": f"MARK-{name}-{i:03d}-".encode() + b"x" * 300
+            for i in range(60)
+        }
+        j.put_snapshot(name, str(ord(name)), b"meta-" + name.encode(), objects)
+        j.close_sync()  # one commit per scope, checkpointed: rows of a scope share pages
+        j = Journal(path)
+        j.open()
+    scopes = as_dict(j.load())
+    j.close_sync()
+    assert not Path(f"{path}-wal").exists()
+    return scopes
+
+
+async def test_damaged_table_page_costs_only_its_scope(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    before = three_scopes(path)
+    damaged_copy(path, b"MARK-b-030-")
+    j = Journal(path)
+    moved = j.open()
+    assert moved is not None and moved.name.startswith("j.db.corrupt-")
+    assert j.salvage is not None
+    assert sorted(j.salvage.kept) == ["a", "c"] and j.salvage.lost == ["b"]
+    after = as_dict(j.load())
+    assert after == {k: v for k, v in before.items() if k != "b"}
+    assert j.stats()["lostScopes"] == ["b"]
+    # The rebuilt file is a sound journal: it takes new writes, and they last.
+    j.put_snapshot("b", "99", b"fresh", {"o": b"1"})
+    await j.close()
+    assert reopen(path)["b"] == ("99", b"fresh", {"o": b"1"})
+    assert moved.exists()  # the damaged file is kept for a post-mortem
+
+
+async def test_damaged_index_page_loses_nothing(tmp_path: Path) -> None:
+    """The objects are read by a table scan when their index page is the damaged one."""
+    path = tmp_path / "j.db"
+    before = three_scopes(path)
+    damaged_copy(path, b"ns/b-obj-030", other_than=b"MARK-b-030-")
+    j = Journal(path)
+    assert j.open() is not None
+    assert j.salvage is not None and j.salvage.lost == []
+    assert as_dict(j.load()) == before
+    await j.close()
+
+
+async def test_no_room_to_create_the_file_retries_later(tmp_path: Path) -> None:
+    """An empty file SQLite could not write its schema into (a full disk): created later."""
+    path = tmp_path / "j.db"
+    path.write_bytes(b"")
+    os.mkdir(f"{path}-wal")  # nothing can be written yet
+    j = Journal(path, commit_interval=0.01)
+    assert j.open() is None
+    assert j.state()[0] == "read-only" and j.load() == [] and j.index() == []
+    j.put_snapshot("s", "1", b"", {"a": b"1"})
+    assert not await j.flush()
+    os.rmdir(f"{path}-wal")
+    assert await j.flush()
+    assert j.state() == ("ok", "")
+    await j.close()
+    assert reopen(path) == {"s": ("1", b"", {"a": b"1"})}

@@ -38,6 +38,7 @@ from edgeproxy.cache.budget import (
 )
 from edgeproxy.cache.rawcache import JOURNAL_PREFIX, RawCache, RawEntry
 from edgeproxy.cache.reflector import Reflector, ReflectorSettings
+from edgeproxy.cache.resourcetypes import ResourceTypes
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore
 from edgeproxy.kube.objects import ObjectRecord, object_key, record_from_bytes
@@ -76,6 +77,11 @@ class CacheSettings:
     raw_max_entries: int = 512
     # Watch events grow scopes between the checks made after each new list.
     budget_check_seconds: float = 1.0
+    # A change is served once the journal has committed it (store.py), which
+    # takes milliseconds. A disk that has not committed it after this long
+    # (stalled, not failing: a failure is reported at once) no longer holds
+    # clients back: they get it from memory, and the log says so.
+    durable_wait_seconds: float = 1.0
     # Bytes queued for the journal before new lists wait for the disk: an 8 s
     # backlog on slow flash (4 MB/s), a tenth of a second on a fast disk.
     journal_backlog_bytes: int = 32 * 1024 * 1024
@@ -141,6 +147,8 @@ class CacheManager:
         self.loaded_objects = 0
         # Non-resource GETs (discovery, /version, openapi) kept for offline replay.
         self.raw = RawCache(journal, s.raw_max_entries, s.max_memory_bytes // 4)
+        # Types outside the built-in table, from upstream's discovery (kept in `raw`).
+        self.types = ResourceTypes(registry, upstream, self.raw)
         self.watch_budget = WatchBudget(
             s.watchers_max_bytes, s.watcher_max_bytes, s.watcher_grace_seconds
         )
@@ -153,6 +161,12 @@ class CacheManager:
         # Bytes handed to the journal since it last caught up (settle()).
         self._unflushed = 0
         self._settling = asyncio.Lock()
+        # Stores with changes waiting for the journal before clients see them
+        # (store.py); the loop the journal's writer reports commits to.
+        self._holding: set[ScopeStore] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Changes served before the journal had them (it failed or stalled).
+        self.published_not_durable = 0
         # One listener for every reflector: a listener per reflector would keep
         # each stopped reflector, and its store, alive in the upstream's list.
         upstream.on_state_change(self._link_changed)
@@ -169,11 +183,15 @@ class CacheManager:
             return
         wall, now = time.time(), time.monotonic()
         used = 0
-        for info in sorted(self.journal.index(), key=lambda i: i.last_used, reverse=True):
+        index = sorted(self.journal.index(), key=lambda i: i.last_used, reverse=True)
+        # Non-resource answers first: discovery declares the types of the scopes.
+        for info in index:
             if info.key.startswith(JOURNAL_PREFIX):
                 stored = self.journal.read(info.key)
                 if stored is not None:
                     self.raw.load(info.key, stored.meta, stored.objects.get("body", b""))
+        for info in index:
+            if info.key.startswith(JOURNAL_PREFIX):
                 continue
             last_used = now - max(0.0, wall - info.last_used)
             try:
@@ -222,10 +240,20 @@ class CacheManager:
 
     def start(self) -> None:
         self._janitor = asyncio.create_task(self._janitor_loop(), name="cache-janitor")
+        if self.journal is not None:
+            loop = asyncio.get_running_loop()
+            self._loop = loop
+
+            def on_commit(ticket: int, ok: bool) -> None:  # in the journal's writer thread
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                    loop.call_soon_threadsafe(self._committed, ticket, ok)
+
+            self.journal.on_commit = on_commit
 
     async def close(self) -> None:
         if self._janitor is not None:
             self._janitor.cancel()
+        await self.types.close()
         for task in self._loads.values():
             task.cancel()
         for store in self.stores.values():
@@ -245,12 +273,13 @@ class CacheManager:
     def resource_type(
         self, group: str, version: str, resource: str, kind: str = "", namespaced: bool = True
     ) -> ResourceType:
-        rt = self.registry.get(group, version, resource)
-        if rt is not None:
-            return rt
-        # An unknown (e.g. custom) resource: selectors limited to metadata fields.
-        kind = kind or resource.capitalize()
-        return ResourceType(group, version, resource, kind, namespaced)
+        """The type as the table or cached discovery declares it (resourcetypes.py).
+
+        Nothing declares it (offline, never seen): `kind` and `namespaced` as
+        a journaled scope recorded them, else a guess.
+        """
+        known = self.types.known(group, version, resource)
+        return known or self.types.guess(group, version, resource, kind, namespaced)
 
     def _rt_of(self, meta: _ScopeMeta) -> ResourceType:
         return self.resource_type(
@@ -262,6 +291,7 @@ class CacheManager:
     def _new_store(self, scope: Scope, rt: ResourceType) -> ScopeStore:
         store = ScopeStore(scope, rt, self.settings.history)
         store.persist = self._persist
+        store.hurry = self._hurry
         self.stores[scope] = store
         return store
 
@@ -451,7 +481,7 @@ class CacheManager:
         assert self.journal is not None  # scopes are on disk only with a journal
         await self.journal.flush()  # what it queued when it left memory, too
         stored = await asyncio.to_thread(self.journal.read, store.scope.key)
-        if stored is None or store.synced or self.stores.get(store.scope) is not store:
+        if stored is None or store.complete or self.stores.get(store.scope) is not store:
             return  # gone from disk, or a fresh list got there first
         try:
             records = _records(store.rt, stored.objects)
@@ -652,17 +682,53 @@ class CacheManager:
 
     def _persist(
         self, store: ScopeStore, rv: int, upserts: Mapping[str, bytes], deletes: list[str] | None
-    ) -> None:
+    ) -> int | None:
+        """Queue a store's change for the journal; the ticket to publish it at (store.py)."""
         if self.journal is None:
-            return
+            return None
         key = store.scope.key
         self._unflushed += sum(map(len, upserts.values()))
         if deletes is None:
             self._journaled.add(store.scope)
             meta = msgspec.json.encode(self._meta(store))
-            self.journal.put_snapshot(key, str(rv), meta, upserts)
+            ticket = self.journal.put_snapshot(key, str(rv), meta, upserts)
         else:
-            self.journal.put_changes(key, str(rv), upserts, deletes)
+            ticket = self.journal.put_changes(key, str(rv), upserts, deletes)
+        if self._loop is None or not self.journal.durable:
+            return None  # nobody will be told it is committed, or it will not be: serve it now
+        self._holding.add(store)
+        return ticket
+
+    def _hurry(self) -> None:
+        if self.journal is not None:
+            self.journal.expedite()
+
+    def _committed(self, ticket: int, ok: bool) -> None:
+        """The journal's writer finished a commit up to `ticket` (in the event loop)."""
+        for store in list(self._holding):
+            if ok:
+                store.publish_through(ticket)
+            else:  # not durable, and it may take a while: what is in memory is served
+                self.published_not_durable += store.publish_all()
+            if not store.staged:
+                self._holding.discard(store)
+
+    def _publish_overdue(self) -> None:
+        """Publish what a stalled disk has held back longer than `durable_wait_seconds`."""
+        limit = time.monotonic() - self.settings.durable_wait_seconds
+        for store in list(self._holding):
+            since = store.staged_since
+            if since is not None and since < limit:
+                count = store.publish_all()
+                self.published_not_durable += count
+                log.warning(
+                    "journal has not committed %d changes of %s for %.1fs; serving them anyway",
+                    count,
+                    store.scope.key,
+                    time.monotonic() - since,
+                )
+            if not store.staged:
+                self._holding.discard(store)
 
     async def settle(self) -> None:
         """Wait for the journal when clients hand it data faster than the disk takes it.
@@ -686,6 +752,7 @@ class CacheManager:
         next_idle = time.monotonic() + idle_every
         while True:
             await asyncio.sleep(self.settings.budget_check_seconds)
+            self._publish_overdue()
             self.enforce()
             if time.monotonic() >= next_idle:
                 self._touch_journal()

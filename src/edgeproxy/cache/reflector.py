@@ -128,7 +128,7 @@ class Reflector:
                 log.info(
                     "scope %s: upstream says RV %d is too old; relisting",
                     self.store.scope.key,
-                    self.store.rv,
+                    self.store.applied_rv,
                 )
                 try:
                     await self.relist(consistent=True)
@@ -194,6 +194,8 @@ class Reflector:
             self.store.typed_items = first.startswith(b'{"kind"')
         self.store.replace(records, parse_rv(listed.metadata.resourceVersion))
         self.relists += 1
+        # Clients see a list once the journal has it (store.py): not synced before.
+        await self.store.published()
         self.synced.set()
 
     def _count(self, size: int) -> None:
@@ -207,7 +209,7 @@ class Reflector:
         timeout = random.randint(self.settings.watch_timeout_min, self.settings.watch_timeout_max)
         path = self._query(
             watch="1",
-            resourceVersion=str(self.store.rv),
+            resourceVersion=str(self.store.applied_rv),  # published or not: it is applied
             allowWatchBookmarks="true",
             timeoutSeconds=str(timeout),
         )

@@ -14,8 +14,14 @@ class RVWaiters:
     def __init__(self) -> None:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
-    async def wait(self, current: int, rv: int, wait_seconds: float) -> bool:
-        """True once `notify` reports `rv` reached (at once if `current` is), False on timeout."""
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    async def wait(self, current: int, rv: int, wait_seconds: float | None) -> bool:
+        """True once `notify` reports `rv` reached (at once if `current` is), False on timeout.
+
+        `wait_seconds` None waits as long as it takes.
+        """
         if current >= rv:
             return True
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -6,6 +6,16 @@ turned into the difference as ADDED/MODIFIED/DELETED events. It never
 invents resourceVersions: `rv` is the last upstream RV whose every event
 has been applied (ARCHITECTURE.md sec. 3). History is a bounded ring; a
 watcher can resume from any RV at or after `compacted_rv`.
+
+Clients only ever see what is durable. A change is applied at once (the
+reflector diffs and resumes from `applied_rv`), but it is *published* --
+objects, `rv`, history, watchers, filtered views -- only once the journal has
+committed it (`persist` returns the journal's ticket for it; the cache
+manager calls `publish_through` when that ticket is committed). Otherwise a
+kill -9 between sending RV X to a client and committing X would bring the
+proxy back older than X, and an informer relisting "not older than X" would
+go back in time (recent objects look deleted). Without a journal, or while
+it cannot write, changes are published at once: then memory is all there is.
 """
 
 from __future__ import annotations
@@ -15,7 +25,8 @@ import dataclasses
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
@@ -33,7 +44,22 @@ from edgeproxy.kube.wire import EventType
 _VERSIONS = itertools.count(1)
 
 # (scope, rv, upserts, deletes) — or a whole snapshot when deletes is None.
-PersistHook = Callable[["ScopeStore", int, Mapping[str, bytes], list[str] | None], None]
+# Returns the journal's ticket for the write, to publish the change once that
+# ticket is committed; None to publish it at once.
+PersistHook = Callable[["ScopeStore", int, Mapping[str, bytes], list[str] | None], int | None]
+
+
+@dataclass(slots=True)
+class _Staged:
+    """Changes applied but not published: waiting for the journal to commit `ticket`."""
+
+    ticket: int
+    rv: int
+    events: list[Event]
+    # A complete state (the scope's first list), published as load() or as a diff.
+    state: dict[str, ObjectRecord] | None
+    number: int  # the store's count of changes staged so far, this one included
+    since: float  # time.monotonic() it was staged
 
 
 class Derived(Protocol):
@@ -65,6 +91,8 @@ class ScopeStore:
         self.objects: dict[str, ObjectRecord] = {}
         self._keys: list[str] = []
         self.rv = 0
+        # Every upstream event up to here is applied, published or not (>= rv).
+        self.applied_rv = 0
         # Changes on every change of the objects; with `rv` it versions list bodies.
         self.version = 0
         # True once the store holds a complete state at `rv` (list or journal).
@@ -95,6 +123,16 @@ class ScopeStore:
         # Requests holding the store across an await (a watch being set up or
         # served): it is not evicted from memory meanwhile.
         self.users = 0
+        # Applied, not yet durable: published in order as the journal commits.
+        self._staged: deque[_Staged] = deque()
+        # The applied state where it differs from the published one (None:
+        # deleted); with _overlay_whole, the applied state is the overlay alone.
+        self._overlay: dict[str, ObjectRecord | None] = {}
+        self._overlay_whole = False
+        self._numbered = 0  # changes staged so far
+        self._published = RVWaiters()  # waiting for the change numbered N to be published
+        # Asks the journal to commit now: someone waits for what is staged.
+        self.hurry: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -135,6 +173,7 @@ class ScopeStore:
         self._keys = sorted(self.objects)
         self.bytes = sum(len(r.raw) for r in self.objects.values())
         self.rv = rv
+        self.applied_rv = max(self.applied_rv, rv) if self._staged else rv
         self.compacted_rv = rv
         self.history.clear()
         self.history_bytes = 0
@@ -144,76 +183,144 @@ class ScopeStore:
 
     def replace(self, records: Mapping[str, ObjectRecord], rv: int) -> list[Event]:
         """Apply a complete list at `rv` as the difference from the current state."""
-        if not self.synced:
-            self.load(records, rv)
-            self._persist_snapshot()
+        if not self.synced and not self._overlay_whole:
+            self._stage([], rv, {k: r.raw for k, r in records.items()}, None, dict(records))
             return []
-        if rv < self.rv:
+        if rv < self.applied_rv:
             return []  # older than what we have: nothing to learn
-        changes: list[tuple[EventType, ObjectRecord, ObjectRecord | None]] = []
-        for key, record in records.items():
-            old = self.objects.get(key)
-            if old is None:
-                changes.append(("ADDED", record, None))
-            elif old.rv != record.rv or old.raw != record.raw:
-                changes.append(("MODIFIED", record, old))
-        # ADDED/MODIFIED carry their own RVs, after our old RV. Deletions (and
-        # changes without a newer RV) happened at unknown RVs up to the list's:
-        # each takes the latest RV in (self.rv, rv] no other event uses. etcd
-        # gives every write its own revision, so such RVs exist, and no two
-        # events share one: a watch resumed from any event's RV misses nothing.
-        taken = {rec.rv for _, rec, _ in changes if rec.rv > self.rv}
-        free = (r for r in range(rv, self.rv, -1) if r not in taken)
-        timed: list[tuple[int, EventType, ObjectRecord, ObjectRecord | None]] = [
-            (rec.rv if rec.rv > self.rv else next(free, rv), t, rec, prev)
-            for t, rec, prev in changes
-        ]
-        for key in [k for k in self.objects if k not in records]:
-            old = self.objects[key]
-            at = next(free, rv)
-            # A DELETED carries the deletion's RV (sec. 3.4): with the old
-            # object's RV a client resuming from it would go back in time.
-            timed.append((at, "DELETED", restamped(old, at), old))
-        timed.sort(key=lambda e: e[0])
-        events = [self._apply(t, rec, prev, at) for at, t, rec, prev in timed]
-        if not events and rv == self.rv:
+        events = _difference(self._applied, self._applied_keys(), records, self.applied_rv, rv)
+        if not events and rv == self.applied_rv:
             return events  # the same state we hold: nothing to write
-        self.rv = rv
         # Journal only the difference: a list that changed nothing costs one
         # tiny write, not a rewrite of the whole scope (edge flash wears out).
-        self._persist(
+        self._stage(
+            events,
+            rv,
             {e.obj.key: e.obj.raw for e in events if e.type != "DELETED"},
             [e.obj.key for e in events if e.type == "DELETED"],
-            rv,
         )
         return events
 
     def apply_event(self, event_type: EventType, record: ObjectRecord) -> Event | None:
         """One upstream watch event; events at or below our RV are already applied."""
-        if record.rv <= self.rv:
+        if record.rv <= self.applied_rv:
             return None
-        prev = self.objects.get(record.key)
+        prev = self._applied(record.key)
         if event_type == "DELETED" and prev is None:
-            self.rv = record.rv
-            self._persist({}, [], record.rv)
+            self._stage([], record.rv, {}, [])
             return None
         if event_type != "DELETED" and prev is not None and event_type == "ADDED":
             event_type = "MODIFIED"
-        event = self._apply(event_type, record, prev, record.rv)
-        self.rv = record.rv
+        event = Event(event_type, record.rv, record, prev)
         if event_type == "DELETED":
-            self._persist({}, [record.key], record.rv)
+            self._stage([event], record.rv, {}, [record.key])
         else:
-            self._persist({record.key: record.raw}, [], record.rv)
+            self._stage([event], record.rv, {record.key: record.raw}, [])
         return event
 
     def bookmark(self, rv: int) -> bool:
         """Upstream promises every event up to `rv` was sent."""
-        if rv <= self.rv:
+        if rv <= self.applied_rv:
             return False
-        self.rv = rv
-        self._persist({}, [], rv)
+        self._stage([], rv, {}, [])
         return True
+
+    # -- applied, then published once durable ----------------------------------
+
+    def _applied(self, key: str) -> ObjectRecord | None:
+        if key in self._overlay:
+            return self._overlay[key]
+        return None if self._overlay_whole else self.objects.get(key)
+
+    def _applied_keys(self) -> list[str]:
+        if self._overlay_whole:
+            return [k for k, r in self._overlay.items() if r is not None]
+        keys = [k for k in self.objects if k not in self._overlay]
+        keys += [k for k, r in self._overlay.items() if r is not None]
+        return keys
+
+    @property
+    def complete(self) -> bool:
+        """Holds a complete state, published (`synced`) or on its way to the journal."""
+        return self.synced or self._overlay_whole
+
+    @property
+    def staged(self) -> int:
+        """Changes applied and not yet published."""
+        return len(self._staged)
+
+    @property
+    def staged_since(self) -> float | None:
+        """time.monotonic() the oldest change not yet published was staged."""
+        return self._staged[0].since if self._staged else None
+
+    def _stage(
+        self,
+        events: list[Event],
+        rv: int,
+        upserts: Mapping[str, bytes],
+        deletes: list[str] | None,
+        state: dict[str, ObjectRecord] | None = None,
+    ) -> None:
+        """Journal a change and publish it now, or once the journal has committed it."""
+        ticket = self.persist(self, rv, upserts, deletes) if self.persist is not None else None
+        self.applied_rv = max(self.applied_rv, rv)
+        self._numbered += 1
+        unit = _Staged(ticket or 0, rv, events, state, self._numbered, time.monotonic())
+        if ticket is None and not self._staged:
+            self._publish(unit)  # nothing to wait for
+            return
+        if ticket is None:  # not journaled, but after what is: published with it
+            unit.ticket = self._staged[-1].ticket
+        if state is not None:
+            self._overlay = dict(state)
+            self._overlay_whole = True
+        else:
+            for event in events:
+                self._overlay[event.obj.key] = None if event.type == "DELETED" else event.obj
+        self._staged.append(unit)
+        # A first state is awaited by whoever listed it; other changes only when a
+        # client waits for them: else the group commit's interval batches them.
+        waited = self.watchers or self._rv_waiters or self._published or self._watched_views()
+        if self.hurry is not None and (waited or state is not None):
+            self.hurry()
+
+    def _watched_views(self) -> bool:
+        return any(getattr(view, "watchers", None) for view in self.views.values())
+
+    def publish_through(self, ticket: int) -> int:
+        """Publish what waited for journal tickets up to `ticket`; how many changes."""
+        done = 0
+        while self._staged and self._staged[0].ticket <= ticket:
+            self._publish(self._staged.popleft())
+            done += 1
+        if not self._staged:
+            self._overlay = {}
+            self._overlay_whole = False
+        return done
+
+    def publish_all(self) -> int:
+        """Publish everything staged, durable or not (the journal cannot write)."""
+        return self.publish_through(self._staged[-1].ticket) if self._staged else 0
+
+    def _publish(self, unit: _Staged) -> None:
+        if self.synced and unit.rv < self.rv:
+            pass  # a newer state was loaded meanwhile (read back from disk): nothing to add
+        elif unit.state is not None and not self.synced:
+            self.load(unit.state, unit.rv)
+        else:
+            if unit.state is not None:  # a state loaded meanwhile: go on from it
+                for event in _difference(
+                    self.objects.get, list(self.objects), unit.state, self.rv, unit.rv
+                ):
+                    self._publish_event(event)
+            for event in unit.events:
+                self._publish_event(event)
+        self.rv = max(self.rv, unit.rv)
+        for view in list(self.views.values()):
+            view.on_base_rv(self.rv)
+        self._wake_waiters()
+        self._published.notify(unit.number)
 
     def _apply(
         self,
@@ -224,7 +331,13 @@ class ScopeStore:
         *,
         batch: bool = False,
     ) -> Event:
-        key = record.key
+        """Make and publish one event now (filtered views: they have nothing to wait for)."""
+        event = Event(event_type, rv, record, prev, batch=batch)
+        self._publish_event(event)
+        return event
+
+    def _publish_event(self, event: Event) -> None:
+        key, record, event_type = event.obj.key, event.obj, event.type
         self.version = next(_VERSIONS)
         if event_type == "DELETED":
             if key in self.objects:
@@ -237,7 +350,6 @@ class ScopeStore:
                 self.bytes -= len(self.objects[key].raw)
             self.objects[key] = record
             self.bytes += len(record.raw)
-        event = Event(event_type, rv, record, prev, batch=batch)
         self.history.append(event)
         self.history_bytes += len(record.raw)
         while len(self.history) > self.history_limit:
@@ -247,26 +359,30 @@ class ScopeStore:
         fan_out(self.watchers, event)
         for view in list(self.views.values()):
             view.on_base_event(event)
-        return event
 
-    async def wait_for_rv(self, rv: int, wait_seconds: float) -> bool:
-        """Wait until the store has reached `rv`; False on timeout."""
+    async def wait_for_rv(self, rv: int, wait_seconds: float | None) -> bool:
+        """Wait until the store has published `rv`; False on timeout (None: no timeout)."""
+        if rv > self.rv and self._staged and self.hurry is not None:
+            self.hurry()
         return await self._rv_waiters.wait(self.rv, rv, wait_seconds)
+
+    async def published(self) -> None:
+        """Wait until everything applied so far is published (durable)."""
+        if self._staged:
+            if self.hurry is not None:
+                self.hurry()
+            await self._published.wait(self._staged[0].number - 1, self._numbered, None)
 
     def _wake_waiters(self) -> None:
         self._rv_waiters.notify(self.rv)
 
     def _persist(self, upserts: Mapping[str, bytes], deletes: list[str], rv: int) -> None:
+        """A filtered view's RV moved (views publish at once: nothing of theirs is journaled)."""
         for view in list(self.views.values()):
             view.on_base_rv(rv)
         self._wake_waiters()
         if self.persist is not None:
             self.persist(self, rv, upserts, deletes)
-
-    def _persist_snapshot(self) -> None:
-        self._wake_waiters()
-        if self.persist is not None:
-            self.persist(self, self.rv, {k: r.raw for k, r in self.objects.items()}, None)
 
     def close_watchers(self, reason: str) -> None:
         for watcher in list(self.watchers):
@@ -279,3 +395,39 @@ def restamped(record: ObjectRecord, rv: int) -> ObjectRecord:
     obj = msgspec.json.decode(record.raw)
     obj.setdefault("metadata", {})["resourceVersion"] = str(rv)
     return dataclasses.replace(record, rv=rv, raw=msgspec.json.encode(obj))
+
+
+def _difference(
+    current: Callable[[str], ObjectRecord | None],
+    keys: Iterable[str],
+    records: Mapping[str, ObjectRecord],
+    from_rv: int,
+    rv: int,
+) -> list[Event]:
+    """The events that take the state `current` at `from_rv` to `records` at `rv`."""
+    changes: list[tuple[EventType, ObjectRecord, ObjectRecord | None]] = []
+    for key, record in records.items():
+        old = current(key)
+        if old is None:
+            changes.append(("ADDED", record, None))
+        elif old.rv != record.rv or old.raw != record.raw:
+            changes.append(("MODIFIED", record, old))
+    # ADDED/MODIFIED carry their own RVs, after our old RV. Deletions (and
+    # changes without a newer RV) happened at unknown RVs up to the list's:
+    # each takes the latest RV in (from_rv, rv] no other event uses. etcd
+    # gives every write its own revision, so such RVs exist, and no two
+    # events share one: a watch resumed from any event's RV misses nothing.
+    taken = {rec.rv for _, rec, _ in changes if rec.rv > from_rv}
+    free = (r for r in range(rv, from_rv, -1) if r not in taken)
+    timed: list[tuple[int, EventType, ObjectRecord, ObjectRecord | None]] = [
+        (rec.rv if rec.rv > from_rv else next(free, rv), t, rec, prev) for t, rec, prev in changes
+    ]
+    for key in [k for k in keys if k not in records]:
+        old = current(key)
+        assert old is not None
+        at = next(free, rv)
+        # A DELETED carries the deletion's RV (sec. 3.4): with the old
+        # object's RV a client resuming from it would go back in time.
+        timed.append((at, "DELETED", restamped(old, at), old))
+    timed.sort(key=lambda e: e[0])
+    return [Event(t, at, rec, prev) for at, t, rec, prev in timed]

@@ -45,6 +45,7 @@ from edgeproxy.kube.fields import FieldSelector, parse_selectors
 from edgeproxy.kube.labels import LabelSelector
 from edgeproxy.kube.negotiation import MediaChoice, negotiate
 from edgeproxy.kube.objects import (
+    ObjectRecord,
     record_from_bytes,
     strip_type_meta,
     with_type_meta,
@@ -56,6 +57,7 @@ from edgeproxy.kube.request import (
     check_name,
     list_options,
     list_semantics,
+    parse_resource_version,
     request_info,
 )
 from edgeproxy.kube.resources import ResourceType
@@ -169,7 +171,9 @@ class ProxyRouter:
             # `configmaps/..` is a 400, as in the registry; with a subresource the
             # path may match no route upstream (a 404), so upstream answers it.
             check_name(info)
-        rt = self.cache.resource_type(
+        # Kind, scope and verbs from upstream's discovery (cache/resourcetypes.py);
+        # the namespace only guesses the scope of a type nothing declares.
+        rt = await self.cache.types.resolve(
             info.api_group, info.api_version, info.resource, namespaced=bool(info.namespace)
         )
         if info.verb in ("list", "watch"):
@@ -339,7 +343,7 @@ class ProxyRouter:
         headers = dict(forward.upstream_headers(request.headers))
         headers["Accept"] = JSON
         if "gzip" not in request.headers.get("Accept-Encoding", ""):
-            headers.pop("Accept-Encoding", None)
+            headers["Accept-Encoding"] = "identity"  # else aiohttp asks for gzip itself
         return headers
 
     # -- get ---------------------------------------------------------------------------
@@ -392,11 +396,31 @@ class ProxyRouter:
             cached = await self.cache.find_object_on_disk(rt, info.namespace, info.name)
         if cached is None:
             raise _offline(f'{rt.resource} "{info.name}"')
+        self._not_older_than(request, rt, cached)
         shown = self.filters.filter_one(chain, cached)
         if shown is None:
             raise status.not_found(rt.resource, info.name, rt.group)
         raw = with_type_meta(shown.raw, rt.kind, rt.api_version)
         return self._object_response(request, rt, raw, choice, "offline"), "offline"
+
+    def _not_older_than(self, request: web.Request, rt: ResourceType, record: ObjectRecord) -> None:
+        """A get with an RV asks for a state not older than it (sec. 2.1).
+
+        The cache knows this copy of the object as of the newest resident
+        scope holding it (else only its own RV). Offline it cannot catch up:
+        an older state is the apiserver's too-large-RV 504 now, not a 200.
+        """
+        wanted = parse_resource_version(request.query.get("resourceVersion", ""))
+        if not wanted or wanted <= record.rv:
+            return
+        gvr = (rt.group, rt.version, rt.resource)
+        known = record.rv
+        for store in self.cache.stores.values():
+            held = store.objects.get(record.key) if store.scope.gvr == gvr else None
+            if held is not None and held.rv == record.rv:
+                known = max(known, store.rv)
+        if wanted > known:
+            raise status.too_large_resource_version(wanted, known)
 
     async def _chain(self, request: web.Request, info: RequestInfo) -> Chain:
         """The request's filter chain, its inputs synced (briefly awaited while online)."""
@@ -603,6 +627,10 @@ class ProxyRouter:
                 self.cache.reflector_for(store)
             self.cache.enforce()
             await self.cache.settle()
+            if store.rv < rv <= store.applied_rv:
+                # The answer is a state the proxy now keeps: sent once the journal
+                # has it, so no restart can bring the proxy back older (store.py).
+                await store.wait_for_rv(rv, self.settings.rv_wait)
             if chain and store.rv == rv and list_semantics(opts) != "exact":
                 # The filtered view follows the store: its answer is this list, filtered.
                 return await self.local.serve(

@@ -35,7 +35,10 @@ def admin_app(
         metrics.cache_objects.set(sum(len(s) for s in stores))
         metrics.cache_bytes.set(sum(s.bytes for s in stores))
         metrics.reflectors.set(len(cache.reflectors))
-        metrics.journal_errors.set(journal_stats().get("errors", 0))
+        journal = journal_stats()
+        metrics.journal_errors.set(journal.get("errors", 0))
+        metrics.journal_writable.set(1 if journal.get("state", "ok") == "ok" else 0)
+        metrics.served_not_durable.set(cache.published_not_durable)
         usage = cache.usage()
         for tier in ("memory", "disk"):
             metrics.cache_budget_bytes.labels(tier).set(usage[tier]["budgetBytes"] or 0)
@@ -63,6 +66,7 @@ def admin_app(
                 f"[{'+' if link else '-'}]upstream {'reachable' if link else 'unreachable'}",
                 f"[{'+' if loaded else '-'}]cache {len(cache.stores)} scopes in memory, "
                 f"{len(cache.on_disk)} only on disk",
+                _journal_line(journal_stats()),
                 f"readyz check {'passed' if ok else 'failed'}",
             ]
             return web.Response(text="\n".join(lines) + "\n", status=200 if ok else 503)
@@ -103,3 +107,15 @@ def admin_app(
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/debug/cache", debug_cache)
     return app
+
+
+def _journal_line(stats: dict[str, Any]) -> str:
+    """The journal's check: a journal that cannot write is reported, not fatal.
+
+    The proxy answers from memory meanwhile (ARCHITECTURE.md sec. 5), so it
+    stays ready; what it serves is not durable until the journal is written again.
+    """
+    state, reason = stats.get("state", "ok"), stats.get("reason", "")
+    if state == "ok":
+        return "[+]journal ok"
+    return f"[-]journal {state}: {reason or 'unknown'} (serving from memory, not durable)"

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -72,6 +73,7 @@ class ProxyServer:
         self.port = 0
         self.admin_port = 0
         self.journal: Journal | None = None
+        self.journal_problem = ""
         self._trimmer: asyncio.Task[None] | None = None
         self._cert_reloader: asyncio.Task[None] | None = None
 
@@ -111,13 +113,19 @@ class ProxyServer:
         journal = Journal(cfg.cache_dir / "cache.db")
         try:
             moved = journal.open()
-            if moved is not None:
+            if moved is not None and journal.salvage is not None:
                 log.warning(
-                    "the cache file was unreadable; moved it to %s and started empty", moved
+                    "the cache file was damaged; kept %d scopes, lost %d; the damaged file is %s",
+                    len(journal.salvage.kept),
+                    len(journal.salvage.lost),
+                    moved,
                 )
+            elif moved is not None:
+                log.warning("the cache file was not ours; moved it to %s and started empty", moved)
             self.journal = journal
         except StorageError as exc:
             log.error("cannot open the cache journal, running from memory only: %s", exc)
+            self.journal_problem = str(exc)
         self.cache = CacheManager(
             self.registry,
             self.upstream,
@@ -185,7 +193,7 @@ class ProxyServer:
         # listens with the system maximum backlog, aiohttp's default is 128.
         self.port = await _bind(listener, host, port, "--listen", backlog=1024)
 
-        stats = self.journal.stats if self.journal is not None else dict
+        stats = self.journal.stats if self.journal is not None else self._no_journal
         admin = admin_app(self.upstream, self.cache, self.metrics, stats, self.filters.debug)
         admin_listener = Listener(
             admin, ListenerLimits("admin", openfiles.ADMIN_MAX_CONNECTIONS), access_log=None
@@ -216,6 +224,9 @@ class ProxyServer:
             if evicted != seen:
                 seen = evicted
                 await asyncio.to_thread(footprint.trim_heap)
+
+    def _no_journal(self) -> dict[str, Any]:
+        return {"state": "unavailable", "reason": self.journal_problem, "errors": 0}
 
     async def stop(self) -> None:
         log.info("shutting down")
