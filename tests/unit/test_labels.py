@@ -104,13 +104,13 @@ def test_parse_canonical(text: str, canonical: str) -> None:
         (
             "k=" + LONG,
             f'unable to parse requirement: values[0][k]: Invalid value: "{LONG}": '
-            "must be no more than 63 characters",
+            "must be no more than 63 bytes",
         ),
         (
             "k>" + LONG,
             f'unable to parse requirement: [values[0]: Invalid value: "{LONG}": '
             "for 'Gt', 'Lt' operators, the value must be an integer, "
-            f'values[0][k]: Invalid value: "{LONG}": must be no more than 63 characters]',
+            f'values[0][k]: Invalid value: "{LONG}": must be no more than 63 bytes]',
         ),
         (
             "k in (-b,-a)",
