@@ -14,6 +14,7 @@ import datetime
 import json
 import logging
 import sys
+from typing import Any
 
 FORMATS = ("text", "json")
 
@@ -52,10 +53,27 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record is emitted, not at setup.
+
+    Whoever swaps stderr (a test harness capturing output, an embedding
+    process) and closes the old one does not leave logging writing to a
+    closed file.
+    """
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup(verbosity: int, fmt: str = "text") -> None:
     """Root logging to stderr: INFO by default, -v WARNING..DEBUG as before, in `fmt`."""
     level = logging.WARNING - 10 * min(verbosity, 2) if verbosity else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

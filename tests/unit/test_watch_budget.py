@@ -104,8 +104,14 @@ def test_past_the_shared_budget_the_watchers_holding_most_go_first() -> None:
     stuck[0].take(limit=1)
     assert budget.bytes == 5 * size and not stuck[0].closed
     fan_out(watchers, added(6))  # six: over budget
-    assert all(w.closed for w in stuck) and not healthy.closed
-    assert budget.disconnected_over_budget == 3
-    assert budget.bytes == 2 * size  # healthy's new frame, and stuck[0]'s batch in flight
-    stuck[0].sent()  # its writer found the connection gone
+    # The stuck hold five frames each (ties), healthy one: stuck ones go until
+    # the budget holds again. Which of the tied go first is the set's order;
+    # two suffice when stuck[0] is the one left (its queue shares frames 3-6
+    # with nobody then, and frame 2 is its batch in flight).
+    gone = [w for w in stuck if w.closed]
+    assert not healthy.closed and len(gone) >= 2
+    assert budget.disconnected_over_budget == len(gone)
+    assert budget.bytes <= budget.max_bytes
+    for w in stuck:
+        w.finish()  # its writer found the connection gone, or the test ends it
     assert budget.bytes == healthy.held_bytes() == size

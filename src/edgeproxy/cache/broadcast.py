@@ -131,6 +131,11 @@ class WatchBudget:
         if self.bytes > self.max_bytes:
             self.shed()
 
+    def enforce(self) -> None:
+        """Shed if over budget: after a fan-out has queued its frame everywhere."""
+        if self.bytes > self.max_bytes:
+            self.shed()
+
     def shed(self) -> None:
         """Disconnect the watchers holding the most bytes until back under budget.
 
@@ -224,7 +229,10 @@ class Watcher:
         return self.max_bytes - self.room
 
     def push(self, frame: Frame) -> None:
-        # The hot path of fan-out: a few integer updates, no scan.
+        # The hot path of fan-out: a few integer updates, no scan. The shared
+        # budget is enforced by the caller once the frame is queued for every
+        # watcher: shedding half-way would pick whoever happened to be offered
+        # the frame first, and free the frame only to count it again.
         room = self.room - frame.size
         if room < 0 and not self._in_grace():
             self._fell_behind(f"{frame.size} more would pass")
@@ -234,7 +242,7 @@ class Watcher:
         holders = frame.holders
         frame.holders = holders + 1
         if not holders and self.budget is not None:
-            self.budget.add(frame.size)
+            self.budget.bytes += frame.size
         self.wake.set()
 
     def _in_grace(self) -> bool:
@@ -344,6 +352,7 @@ def fan_out(watchers: set[Watcher], event: Event) -> None:
     budget) is inlined: a method call per watcher per event was 9% of fan-out.
     """
     decided: dict[tuple[str, str, str], Frame | None] = {}
+    budgets: set[WatchBudget] = set()
     for watcher in list(watchers):
         if not watcher.closed and watcher.wants(event):
             key = watcher.selector_key
@@ -360,5 +369,12 @@ def fan_out(watchers: set[Watcher], event: Event) -> None:
                     watcher.wake.set()
                 else:
                     watcher.push(frame)
+                    if watcher.budget is not None:
+                        budgets.add(watcher.budget)
         if watcher.closed:
+            watchers.discard(watcher)
+    for budget in budgets:
+        budget.enforce()
+    if budgets:
+        for watcher in [w for w in watchers if w.closed]:
             watchers.discard(watcher)
