@@ -197,10 +197,10 @@ async def test_watchers_that_never_read_are_disconnected_and_nobody_stalls(
         assert sorted(names) == [f"cm-{i:03d}" for i in range(CREATED)], "lost or repeated"
         rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in healthy.events]
         assert rvs == sorted(set(rvs)), "not in RV order"
-        assert metric(proxy, "edgeproxy_watchers_disconnected", reason=reason) > 0
+        assert metric(proxy, "edgeproxy_watchers_disconnected_total", reason=reason) > 0
         assert (
             sum(
-                metric(proxy, "edgeproxy_watchers_disconnected", reason=r)
+                metric(proxy, "edgeproxy_watchers_disconnected_total", reason=r)
                 for r in ("slow", "over-budget")
             )
             >= STUCK

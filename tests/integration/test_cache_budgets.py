@@ -205,7 +205,7 @@ async def test_distinct_selector_lists_stay_within_budgets_and_answer_offline(
         await eventually(journal_within_budget, 10, "the journal's file within its budget")
         assert metric(proxy, "edgeproxy_cache_budget_bytes", tier="memory") == MEMORY_BUDGET
         assert metric(proxy, "edgeproxy_cache_used_bytes", tier="memory") <= MEMORY_BUDGET
-        assert metric(proxy, "edgeproxy_cache_evictions", tier="disk") > 0
+        assert metric(proxy, "edgeproxy_cache_evictions_total", tier="disk") > 0
         log = proxy.log()
         assert "from memory (" in log and "kept on disk" in log, "each eviction is logged"
 

@@ -782,6 +782,20 @@ class CacheManager:
             del self.reflectors[scope]
             await reflector.stop()
 
+    def seconds_since_sync(self, store: ScopeStore, now: float) -> float | None:
+        """How stale a resident scope may be: seconds since upstream last confirmed it.
+
+        0 while its watch streams over a link the probes find healthy (a quiet
+        scope is current, not stale); None before its first sync in this
+        process (a scope loaded from the journal, or still listing).
+        """
+        reflector = self.reflectors.get(store.scope)
+        if reflector is not None and reflector.watching and self.upstream.healthy:
+            return 0.0
+        if not store.synced_at:
+            return None
+        return max(0.0, now - store.synced_at)
+
     def debug(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         now = time.monotonic()
@@ -797,6 +811,7 @@ class CacheManager:
                     "bytes": store.bytes,
                     "memoryBytes": footprint(store),
                     "unusedSeconds": round(now - store.last_used, 1),
+                    "secondsSinceSync": _rounded(self.seconds_since_sync(store, now)),
                     "bytesFromUpstream": store.bytes_from_upstream,
                     "bytesServed": store.bytes_served,
                     "watchers": len(store.watchers),
@@ -822,11 +837,16 @@ class CacheManager:
                     "bytes": entry.bytes,
                     "memoryBytes": 0,
                     "unusedSeconds": round(now - entry.last_used, 1),
+                    "secondsSinceSync": None,
                     "watchers": 0,
                     "reflector": None,
                 }
             )
         return out
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 def _watched(store: ScopeStore) -> bool:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,8 @@ class Reflector:
         self.relists = 0
         self.watches = 0
         self.last_error = ""
+        # True while upstream's watch answered and streams: the scope is current.
+        self.watching = False
         self._stream: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -223,12 +226,18 @@ class Reflector:
                 raise _Expired()
             if resp.status != 200:
                 raise _UpstreamStatus(resp.status, await resp.read())
-            async for chunk in resp.content.iter_any():
-                self._count(len(chunk))
-                for event in decoder.feed(chunk):
+            self.store.synced_at = time.monotonic()
+            self.watching = True
+            try:
+                async for chunk in resp.content.iter_any():
+                    self.store.synced_at = time.monotonic()
+                    self._count(len(chunk))
+                    for event in decoder.feed(chunk):
+                        self._apply(event.type, event.object)
+                for event in decoder.eof():
                     self._apply(event.type, event.object)
-            for event in decoder.eof():
-                self._apply(event.type, event.object)
+            finally:
+                self.watching = False
 
     def _apply(self, event_type: str, obj: bytes) -> None:
         store = self.store

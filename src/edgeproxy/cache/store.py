@@ -111,6 +111,9 @@ class ScopeStore:
         # and watch streams) and bytes served to clients from it.
         self.bytes_from_upstream = 0
         self.bytes_served = 0
+        # time.monotonic() upstream last confirmed the scope (a list, a watch
+        # answered, an event or bookmark); 0: not in this process.
+        self.synced_at = 0.0
         # Whether upstream list items carry kind/apiVersion (custom resources).
         self.typed_items = False
         self._rv_waiters = RVWaiters()
@@ -183,6 +186,7 @@ class ScopeStore:
 
     def replace(self, records: Mapping[str, ObjectRecord], rv: int) -> list[Event]:
         """Apply a complete list at `rv` as the difference from the current state."""
+        self.synced_at = time.monotonic()  # only upstream's lists come here (not the journal's)
         if not self.synced and not self._overlay_whole:
             self._stage([], rv, {k: r.raw for k, r in records.items()}, None, dict(records))
             return []
