@@ -337,6 +337,24 @@ def build_parser() -> argparse.ArgumentParser:
     kubeconfig.add_argument(
         "--out", type=Path, metavar="FILE", help="write here (mode 0600) instead of stdout"
     )
+    status = sub.add_parser(
+        "status",
+        help="print link state, cached scopes and cache size of a running proxy",
+        description="Read a running proxy's admin port and print its link state, scopes and "
+        "cache size. Exit code 0: ready, 1: not ready, 2: the admin port cannot be reached.",
+    )
+    status.add_argument(
+        "--admin-addr",
+        metavar="HOST:PORT",
+        help="the proxy's admin listener (default: the config file's adminListen, else "
+        "127.0.0.1:10267)",
+    )
+    status.add_argument(
+        "--config", type=Path, metavar="FILE", help="the proxy's config file, for its adminListen"
+    )
+    status.add_argument(
+        "-o", "--output", choices=("table", "json"), default="table", help="table (default) or json"
+    )
     return parser
 
 
@@ -460,6 +478,21 @@ def run_kubeconfig(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_status(args: argparse.Namespace) -> int:
+    from edgeproxy import config as cfg
+    from edgeproxy import status
+    from edgeproxy.errors import ConfigError
+
+    addr = args.admin_addr
+    if addr is None and args.config is not None:
+        try:
+            addr = cfg.load_file(args.config).get("admin_listen")
+        except ConfigError as exc:
+            print(f"edge-proxy status: {exc}", file=sys.stderr)
+            return status.UNREACHABLE
+    return status.run(addr or status.default_admin_addr(), args.output)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -469,5 +502,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": run_serve,
         "bench": run_bench,
         "kubeconfig": run_kubeconfig,
+        "status": run_status,
     }
     return commands[args.command](args)
