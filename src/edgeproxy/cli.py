@@ -286,6 +286,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between watch bookmarks to clients (default 60)",
     )
+    serve.add_argument(
+        "--secure-listen",
+        metavar="HOST:PORT",
+        help="HTTPS listener for pods, each forwarded with its own bearer token "
+        "(docs/identity.md; default: none)",
+    )
+    serve.add_argument(
+        "--tls-cert-file",
+        metavar="FILE",
+        help="serving certificate of --secure-listen (re-read when it changes)",
+    )
+    serve.add_argument(
+        "--tls-private-key-file", metavar="FILE", help="private key of --tls-cert-file"
+    )
+    serve.add_argument(
+        "--secure-anonymous-auth",
+        type=_true_or_false,
+        metavar="true|false",
+        help="serve requests without a token on --secure-listen as the proxy itself "
+        "(default false: they get 401)",
+    )
     bench = sub.add_parser(
         "bench",
         help="benchmark the proxy against baselines",
@@ -439,6 +460,12 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"edge-proxy serve: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _true_or_false(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"must be true or false (got {value!r})")
+    return value.lower() == "true"
 
 
 def run_bench(args: argparse.Namespace) -> int:

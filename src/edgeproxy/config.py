@@ -89,6 +89,14 @@ class ServeConfig:
     # link is in doubt.
     fallback_after: float = 1.0
     bookmark_interval: float = 60.0
+    # The HTTPS listener for pods (docs/identity.md): empty means none. Its
+    # serving certificate and key are re-read when the files change.
+    secure_listen: str = ""
+    tls_cert_file: Path | None = None
+    tls_private_key_file: Path | None = None
+    # Whether a request without credentials on the secure listener is served
+    # with the proxy's own identity (true) or refused with a 401 (false).
+    secure_anonymous_auth: bool = False
 
 
 # config-file key -> (attribute, converter name)
@@ -120,6 +128,10 @@ _KEYS: Mapping[str, str] = {
     "probeInterval": "probe_interval",
     "fallbackAfter": "fallback_after",
     "bookmarkInterval": "bookmark_interval",
+    "secureListen": "secure_listen",
+    "tlsCertFile": "tls_cert_file",
+    "tlsPrivateKeyFile": "tls_private_key_file",
+    "secureAnonymousAuth": "secure_anonymous_auth",
 }
 _FLAG_OF = {
     attr: "--" + "".join("-" + c.lower() if c.isupper() else c for c in key).replace("t-l-s", "tls")
@@ -231,6 +243,15 @@ def validate(config: ServeConfig) -> None:
         _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ConfigError(f"{flag_name(attr)}: {value!r} is not HOST:PORT")
+    if config.secure_listen:
+        _, sep, port = config.secure_listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"--secure-listen: {config.secure_listen!r} is not HOST:PORT")
+        if config.tls_cert_file is None or config.tls_private_key_file is None:
+            raise ConfigError(
+                "--secure-listen (secureListen) needs --tls-cert-file (tlsCertFile) "
+                "and --tls-private-key-file (tlsPrivateKeyFile)"
+            )
     if not config.pool_label:
         raise ConfigError("--pool-label (poolLabel): must not be empty")
     filter_set(config)  # raises ConfigError naming a bad entry

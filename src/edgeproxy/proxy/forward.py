@@ -2,8 +2,8 @@
 
 Bodies are streamed in both directions in chunks, so a 100 MB log or list
 costs a chunk of memory per request, not 100 MB. Hop-by-hop headers are
-dropped (RFC 9110 sec. 7.6.1); the client's own credentials are replaced by
-the proxy's upstream credentials (ARCHITECTURE.md sec. 6); status codes and
+dropped (RFC 9110 sec. 7.6.1); a client's bearer token goes upstream as its
+identity, any other request is the proxy's (docs/identity.md); status codes and
 the headers that matter (Content-Type, Content-Encoding, Retry-After,
 Warning, Audit-Id, …) are kept.
 """
@@ -59,17 +59,19 @@ def upstream_headers(headers: Mapping[str, str], **overrides: str) -> CIMultiDic
 
     The one place that decides whose identity a forwarded request has (pass-
     through, reads, writes, discovery and upgrades all build their headers
-    here). Today that is always the proxy's: `Upstream` adds its credentials,
-    so the client's own (Authorization) and any identity it asserts
-    (Impersonate-*, X-Remote-*; proxy/identity.py) stop here.
+    here). Authorization never passes here: `Upstream` adds the client's
+    bearer token (when the caller passes it) or the proxy's credentials.
+    Without a client token, any identity a client asserts (Impersonate-*,
+    X-Remote-*; proxy/identity.py) stops here.
     """
     out: CIMultiDict[str] = CIMultiDict()
     stripped: list[str] = []
+    own_token = identity.bearer_token(headers) is not None
     for name, value in headers.items():
         lower = name.lower()
         if lower in HOP_BY_HOP or lower in _CLIENT_AUTH:
             continue
-        if identity.is_identity_header(lower):
+        if not own_token and identity.is_identity_header(lower):
             stripped.append(name)
             continue
         out.add(name, value)
@@ -196,7 +198,12 @@ async def passthrough(
     headers = upstream_headers(request.headers)
     body = await stream_body(request)
     resp = await upstream.request(
-        request.method, upstream_target(request), headers=headers, data=body, read_timeout=None
+        request.method,
+        upstream_target(request),
+        headers=headers,
+        data=body,
+        read_timeout=None,
+        client_token=identity.bearer_token(request.headers),
     )
     async with resp:
         return await relay(request, resp, on_bytes=on_bytes)

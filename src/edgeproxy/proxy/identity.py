@@ -1,8 +1,10 @@
-"""Client headers that assert an identity, and why they stop at the proxy.
+"""Client headers that assert an identity: whose they are, and which stop at the proxy.
 
-Every request the proxy forwards authenticates upstream as the proxy
-(ARCHITECTURE.md sec. 6). Two families of headers would let a client change
-who upstream thinks is asking:
+A request that carries a bearer token is forwarded with that token, as
+that client (docs/identity.md); `bearer_token` is the one reading of it.
+Every other request authenticates upstream as the proxy (ARCHITECTURE.md
+sec. 6). Two families of headers would let such a client change who
+upstream thinks is asking:
 
 - `Impersonate-User`, `-Group`, `-Uid`, `-Extra-<key>`: kube-apiserver
   applies them for any requester allowed the `impersonate` verb, and a
@@ -17,15 +19,15 @@ forwarded request, and each removal is logged (throttled) with the
 client's User-Agent, so the process that tried can be found.
 
 The decision is `forward.upstream_headers`'s; this module only knows the
-names. When client credentials are passed through one day, a request that
-carries its own token may keep these headers (upstream then checks the
-client's own right to impersonate); that choice belongs there, not here.
+names. A request that carries its own token keeps these headers: upstream
+then checks the client's own right to impersonate, and its request goes
+without the proxy's client certificate, so no front-proxy header is believed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from edgeproxy.throttledlog import ThrottledLog
 
@@ -41,6 +43,19 @@ IDENTITY_PREFIXES = ("impersonate-", "x-remote-")
 # One line per User-Agent and set of headers a minute: enough to find the
 # culprit, too little to flood the log.
 _warnings = ThrottledLog(log)
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The client's bearer token, or None (no Authorization, or another scheme).
+
+    Other schemes (Basic; kube-apiserver no longer accepts it) are dropped
+    like before: such a request is the proxy's, as one without credentials.
+    """
+    scheme, _, token = headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
 
 
 def is_identity_header(name: str) -> bool:

@@ -70,7 +70,9 @@ from edgeproxy.kube.table import (
 from edgeproxy.kube.wire import list_body
 from edgeproxy.metrics import Metrics
 from edgeproxy.proxy import forward, upgrade
+from edgeproxy.proxy.authorization import Authorizer
 from edgeproxy.proxy.filtering import FilterRuntime
+from edgeproxy.proxy.identity import bearer_token
 from edgeproxy.proxy.local import LocalLists, respond
 from edgeproxy.proxy.recentwrites import RecentWrites
 from edgeproxy.proxy.settings import ProxySettings
@@ -108,8 +110,11 @@ class ProxyRouter:
         filters: FilterRuntime,
         metrics: Metrics,
         settings: ProxySettings | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.upstream = upstream
+        # Cached answers go to a client with its own token only as upstream allows.
+        self.authorizer = authorizer
         self.cache = cache
         self.filters = filters
         self.metrics = metrics
@@ -171,6 +176,8 @@ class ProxyRouter:
             # `configmaps/..` is a 400, as in the registry; with a subresource the
             # path may match no route upstream (a 404), so upstream answers it.
             check_name(info)
+        if self.authorizer is not None:
+            await self.authorizer.check(request.headers, info)
         # Kind, scope and verbs from upstream's discovery (cache/resourcetypes.py);
         # the namespace only guesses the scope of a type nothing declares.
         rt = await self.cache.types.resolve(
@@ -261,6 +268,7 @@ class ProxyRouter:
             headers=headers,
             data=body,
             read_timeout=None,
+            client_token=bearer_token(request.headers),
         )
         async with resp:
             if (
@@ -310,7 +318,10 @@ class ProxyRouter:
         ):
             raise _Fallback()
         target = forward.upstream_target(request)
-        task = asyncio.ensure_future(self.upstream.request("GET", target, headers=headers))
+        token = bearer_token(request.headers)  # the client's own identity (docs/identity.md)
+        task = asyncio.ensure_future(
+            self.upstream.request("GET", target, headers=headers, client_token=token)
+        )
         try:
             return await self._await_read(task, cached=cached)
         except BaseException:

@@ -8,8 +8,9 @@ cloud apiserver (`Upstream.open_raw`):
 
 1. the client's request head is written as is, minus hop-by-hop headers, the
    client's credentials and identity headers (`forward.upstream_headers`),
-   plus the proxy's credentials and the upstream Host (ARCHITECTURE.md
-   sec. 6); a request body, if any, is streamed;
+   plus the client's bearer token if it sent one, else the proxy's
+   credentials (docs/identity.md), and the upstream Host; a request body,
+   if any, is streamed;
 2. upstream's response head is read. Anything but `101 Switching Protocols`
    (a 400/403/404 Status, say) is relayed like any other response;
 3. on 101 the client connection is taken over from aiohttp (`_take_over`),
@@ -37,6 +38,7 @@ from multidict import CIMultiDict
 from edgeproxy.errors import UpstreamUnreachable
 from edgeproxy.kube import status
 from edgeproxy.proxy.forward import CHUNK, HOP_BY_HOP, upstream_headers
+from edgeproxy.proxy.identity import bearer_token
 from edgeproxy.upstream.pool import Upstream
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ async def passthrough_upgrade(
         raise status.bad_request("Connection: Upgrade without an Upgrade header")
     if not upstream.healthy:
         raise UpstreamUnreachable("link is down")
-    reader, writer, server, extra = await upstream.open_raw()
+    reader, writer, server, extra = await upstream.open_raw(bearer_token(request.headers))
     try:
         try:
             await _send_request(request, writer, extra)

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from ssl import SSLContext
 from typing import Any
 
 from aiohttp import web
@@ -330,21 +331,28 @@ class _LimitedSite(web.BaseSite):
         port: int,
         backlog: int,
         factory: Callable[[], LimitedHandler],
+        ssl_context: SSLContext | None = None,
     ) -> None:
-        super().__init__(runner, backlog=backlog)
+        super().__init__(runner, backlog=backlog, ssl_context=ssl_context)
         self._host = host
         self._port = port
         self._factory = factory
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{self._host}:{self._port}"
 
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._factory, self._host, self._port, backlog=self._backlog, reuse_address=True
+            self._factory,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+            ssl=self._ssl_context,
         )
 
     @property
@@ -360,8 +368,10 @@ class Listener:
         self.limiter = ConnectionLimiter(limits)
         self.runner = web.AppRunner(app, **runner_args, **limits.handler_args())
 
-    async def start(self, host: str, port: int, *, backlog: int = 128) -> int:
-        """Listen; returns the bound port."""
+    async def start(
+        self, host: str, port: int, *, backlog: int = 128, ssl: SSLContext | None = None
+    ) -> int:
+        """Listen (HTTPS with `ssl`); returns the bound port."""
         await self.runner.setup()
         server = self.runner.server
         assert server is not None
@@ -372,7 +382,7 @@ class Listener:
         def factory() -> LimitedHandler:
             return LimitedHandler(server, self.limiter, loop=loop, **handler_args)
 
-        site = _LimitedSite(self.runner, host, port, backlog, factory)
+        site = _LimitedSite(self.runner, host, port, backlog, factory, ssl)
         await site.start()
         return site.bound_port
 

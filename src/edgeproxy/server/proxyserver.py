@@ -26,12 +26,15 @@ from edgeproxy.errors import ConfigError, StorageError
 from edgeproxy.kube.resources import ResourceRegistry
 from edgeproxy.metrics import Metrics
 from edgeproxy.nodewiring import check_not_self
+from edgeproxy.proxy.authorization import Authorizer
 from edgeproxy.proxy.filtering import FilterRuntime
 from edgeproxy.proxy.router import ProxyRouter
 from edgeproxy.proxy.settings import ProxySettings
 from edgeproxy.server import openfiles
 from edgeproxy.server.admin import admin_app
 from edgeproxy.server.connections import Listener, ListenerLimits
+from edgeproxy.server.tlsserving import ServingCertificate, secure_middleware
+from edgeproxy.storage.decisions import DecisionStore
 from edgeproxy.storage.journal import Journal
 from edgeproxy.upstream import credentials
 from edgeproxy.upstream.certreload import CertificateReloader
@@ -44,7 +47,7 @@ log = logging.getLogger(__name__)
 TRIM_CHECK_SECONDS = 5.0
 
 
-async def _bind(listener: Listener, host: str, port: int, flag: str, **kwargs: int) -> int:
+async def _bind(listener: Listener, host: str, port: int, flag: str, **kwargs: Any) -> int:
     """Start `listener`; a port in use or not ours is a ConfigError naming the flag.
 
     The operator's fix is in the configuration (another port, or stop what
@@ -72,6 +75,9 @@ class ProxyServer:
         self._listeners: list[Listener] = []
         self.port = 0
         self.admin_port = 0
+        self.secure_port = 0
+        self.serving: ServingCertificate | None = None
+        self._serving_reloader: asyncio.Task[None] | None = None
         self.journal: Journal | None = None
         self.journal_problem = ""
         self._trimmer: asyncio.Task[None] | None = None
@@ -93,6 +99,9 @@ class ProxyServer:
     async def start(self) -> None:
         cfg = self.config
         started = time.monotonic()
+        if cfg.secure_listen and cfg.tls_cert_file and cfg.tls_private_key_file:
+            # First: a serving certificate that does not load is a ConfigError now.
+            self.serving = ServingCertificate(cfg.tls_cert_file, cfg.tls_private_key_file)
         creds = self._credentials()
         check_not_self(creds.servers, cfg.listen)
         cfg.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -108,6 +117,8 @@ class ProxyServer:
                 strategy="round-robin" if cfg.upstream_strategy == "round-robin" else "failover",
             ),
             server_hostname=creds.tls_server_name,
+            # Requests with a client's own token present no client certificate.
+            bare_ssl=credentials.ssl_context(creds, cfg.cache_dir / "keys", client_cert=False),
         )
         # The disk budget is the cache manager's: only it knows which scopes are in use.
         journal = Journal(cfg.cache_dir / "cache.db")
@@ -152,6 +163,8 @@ class ProxyServer:
                 ", ".join(f.name for f in self.filters.filters.filters),
                 self.filters.node_name,
             )
+        self.authorizer = Authorizer(self.upstream, DecisionStore(cfg.cache_dir / "decisions.db"))
+        self.authorizer.load()
         self.router = ProxyRouter(
             self.upstream,
             self.cache,
@@ -162,6 +175,7 @@ class ProxyServer:
                 cache_first_resources=frozenset(cfg.cache_first_resources),
                 bookmark_interval=cfg.bookmark_interval,
             ),
+            authorizer=self.authorizer,
         )
         await self.upstream.start()
         if ssl_ctx is not None and creds.client_cert_file and creds.client_key_file:
@@ -192,6 +206,8 @@ class ProxyServer:
         # A node's components reconnect together after a restart; kube-apiserver
         # listens with the system maximum backlog, aiohttp's default is 128.
         self.port = await _bind(listener, host, port, "--listen", backlog=1024)
+        if self.serving is not None:
+            await self._start_secure(cap)
 
         stats = self.journal.stats if self.journal is not None else self._no_journal
         admin = admin_app(self.upstream, self.cache, self.metrics, stats, self.filters.debug)
@@ -215,6 +231,35 @@ class ProxyServer:
             (time.monotonic() - started) * 1000,
         )
 
+    async def _start_secure(self, cap: int) -> None:
+        """The HTTPS listener for pods: the same router, each client as itself."""
+        assert self.serving is not None
+        secure = web.Application(
+            client_max_size=0,
+            middlewares=[secure_middleware(self.config.secure_anonymous_auth)],
+        )
+        secure.router.add_route("*", "/{tail:.*}", self.router.handle)
+        listener = Listener(
+            secure,
+            ListenerLimits("secure", cap),
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=2.0,
+        )
+        self._listeners.append(listener)
+        host, port = _split(self.config.secure_listen)
+        self.secure_port = await _bind(
+            listener, host, port, "--secure-listen", backlog=1024, ssl=self.serving.context
+        )
+        self._serving_reloader = asyncio.create_task(self.serving.run(), name="serving-cert")
+        log.info(
+            "edge-proxy serving HTTPS on %s:%d with %s (anonymous requests %s)",
+            host,
+            self.secure_port,
+            self.serving.cert_file,
+            "act as the proxy" if self.config.secure_anonymous_auth else "refused",
+        )
+
     async def _trim_after_evictions(self) -> None:
         """Return the pages of evicted scopes to the system (footprint.trim_heap)."""
         seen = 0
@@ -234,12 +279,15 @@ class ProxyServer:
             self._trimmer.cancel()
         if self._cert_reloader is not None:
             self._cert_reloader.cancel()
+        if self._serving_reloader is not None:
+            self._serving_reloader.cancel()
         for store in self.cache.stores.values():
             store.close_watchers("proxy shutting down")
         for listener in self._listeners:
             await listener.cleanup()
         await self.cache.close()
         await self.upstream.close()
+        self.authorizer.close()
 
 
 async def serve_forever(config: ServeConfig) -> None:

@@ -173,12 +173,16 @@ def from_server_addrs(
     )
 
 
-def ssl_context(creds: Credentials, key_dir: Path) -> ssl.SSLContext | None:
+def ssl_context(
+    creds: Credentials, key_dir: Path, *, client_cert: bool = True
+) -> ssl.SSLContext | None:
     """Client TLS context for `creds`, or None when every server is plain http.
 
     `load_cert_chain` only takes files, so the client cert and key are written
     to `key_dir` (0700, files 0600) under a content hash and reused. Callers
-    pass `creds.tls_server_name` as `server_hostname` when it is set.
+    pass `creds.tls_server_name` as `server_hostname` when it is set. Without
+    `client_cert` the context trusts the same servers but presents no
+    certificate: the one client-token requests use (docs/identity.md).
     """
     if not any(s.startswith("https://") for s in creds.servers):
         return None
@@ -191,7 +195,7 @@ def ssl_context(creds: Credentials, key_dir: Path) -> ssl.SSLContext | None:
     if creds.insecure_skip_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    if creds.client_cert_pem is not None and creds.client_key_pem is not None:
+    if client_cert and creds.client_cert_pem is not None and creds.client_key_pem is not None:
         cert_file, key_file = _key_files(creds.client_cert_pem, creds.client_key_pem, key_dir)
         try:
             ctx.load_cert_chain(cert_file, key_file)

@@ -7,6 +7,12 @@ Health is active and passive (ARCHITECTURE.md sec. 4). A probe asks
 reset connection on any request marks the server down at once. Servers are
 tried in order (failover) or in turn (round-robin). This is the one place
 where aiohttp client errors become `UpstreamUnreachable`.
+
+Requests go with the proxy's own credentials unless the caller passes a
+client's bearer token (docs/identity.md): then the token is sent instead,
+over a second session whose TLS context has no client certificate, since a
+certificate is presented per connection and would otherwise authenticate
+the pod's request as the proxy.
 """
 
 from __future__ import annotations
@@ -72,15 +78,19 @@ class Upstream:
         headers: Callable[[], Mapping[str, str]] = dict,
         settings: UpstreamSettings | None = None,
         server_hostname: str | None = None,
+        bare_ssl: Any = None,
     ) -> None:
         if not servers:
             raise ValueError("at least one upstream server is required")
         self.settings = settings or UpstreamSettings()
         self.servers = [ServerState(url.rstrip("/")) for url in servers]
         self._ssl = ssl
+        # The TLS context for client-token requests: same CA, no client certificate.
+        self._bare_ssl = bare_ssl if bare_ssl is not None else ssl
         self._auth_headers = headers
         self._server_hostname = server_hostname
         self._session: aiohttp.ClientSession | None = None
+        self._bare_session: aiohttp.ClientSession | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._listeners: list[StateListener] = []
         self._turn = 0
@@ -93,11 +103,13 @@ class Upstream:
 
     async def start(self) -> None:
         self._session = self._new_session()
+        self._bare_session = self._new_session(self._bare_ssl)
         self._probe_task = asyncio.create_task(self._probe_loop(), name="upstream-probe")
 
-    def _new_session(self) -> aiohttp.ClientSession:
+    def _new_session(self, ssl: Any = None) -> aiohttp.ClientSession:
+        ssl = self._ssl if ssl is None else ssl
         connector = aiohttp.TCPConnector(
-            ssl=self._ssl if self._ssl is not None else False,
+            ssl=ssl if ssl is not None else False,
             limit=0,
             keepalive_timeout=self.settings.keepalive_timeout,
             enable_cleanup_closed=True,
@@ -125,6 +137,8 @@ class Upstream:
                 await self._probe_task
         if self._session is not None:
             await self._session.close()
+        if self._bare_session is not None:
+            await self._bare_session.close()
 
     # -- state -----------------------------------------------------------------
 
@@ -238,6 +252,7 @@ class Upstream:
         data: Any = None,
         retry_other_servers: bool = True,
         read_timeout: float | None = None,
+        client_token: str | None = None,
     ) -> aiohttp.ClientResponse:
         """Send a request to a healthy server; the caller must release the response.
 
@@ -246,13 +261,20 @@ class Upstream:
         the client sent (`configmaps/../secrets` stays that, not `secrets`).
         Raises UpstreamUnreachable when no server could be reached. Idempotent
         requests (no body) move on to the next server after a connection error.
+        With `client_token` the request is the client's: that token and no
+        client certificate, never the proxy's credentials.
         """
         assert self._session is not None, "Upstream.start() was not awaited"
+        session = self._session if client_token is None else self._bare_session
+        assert session is not None
         candidates = self._pick()
         if not candidates:
             raise UpstreamUnreachable("no upstream server is reachable")
-        merged = dict(headers or {})
-        merged.update(self._auth_headers())
+        merged = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
+        if client_token is None:
+            merged.update(self._auth_headers())
+        else:
+            merged["Authorization"] = f"Bearer {client_token}"
         # aiohttp labels a body without Content-Type application/octet-stream,
         # which kube-apiserver rejects with 415; a missing one it reads as JSON
         # (the official Python client sends creates without it), so keep it missing.
@@ -273,7 +295,7 @@ class Upstream:
             server, attempt_timeout = attempts.pop(0)
             server.requests += 1
             try:
-                resp = await self._session.request(
+                resp = await session.request(
                     method,
                     yarl.URL(server.url + path_qs, encoded=True),
                     headers=merged,
@@ -311,7 +333,7 @@ class Upstream:
         raise UpstreamUnreachable(f"upstream unreachable: {last_error}")
 
     async def open_raw(
-        self,
+        self, client_token: str | None = None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, ServerState, dict[str, str]]:
         """A raw TCP (TLS for https) connection to the first healthy server that answers.
 
@@ -325,7 +347,8 @@ class Upstream:
             server.requests += 1
             url = urlsplit(server.url)
             tls = url.scheme == "https"
-            ssl_ctx = (self._ssl if self._ssl is not None else True) if tls else None
+            own = self._ssl if client_token is None else self._bare_ssl
+            ssl_ctx = (own if own is not None else True) if tls else None
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(
@@ -351,7 +374,12 @@ class Upstream:
                     if hasattr(socket, name):
                         sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
             self._mark(server, True)
-            extra = {"Host": url.netloc.rpartition("@")[2], **self._auth_headers()}
+            auth = (
+                self._auth_headers()
+                if client_token is None
+                else {"Authorization": f"Bearer {client_token}"}
+            )
+            extra = {"Host": url.netloc.rpartition("@")[2], **auth}
             return reader, writer, server, extra
         raise UpstreamUnreachable(f"upstream unreachable: {last_error}")
 
