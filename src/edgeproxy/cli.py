@@ -336,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T[,T...]",
         help="which targets to compare (default all four)",
     )
+    bench.add_argument(
+        "--render-only",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="run nothing: redraw the charts of an earlier run's results.json into --out",
+    )
     bench.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     kubeconfig = sub.add_parser(
         "kubeconfig",
@@ -471,6 +477,10 @@ def _true_or_false(value: str) -> bool:
 def run_bench(args: argparse.Namespace) -> int:
     from edgeproxy.bench.command import run
 
+    if args.render_only is not None:
+        from edgeproxy.bench.report import render_only
+
+        return render_only(args.render_only, args.out)
     if args.against not in ("sim", "real") and not Path(args.against).is_file():
         print(f"edge-proxy bench: --against {args.against}: no such kubeconfig", file=sys.stderr)
         return 2

@@ -58,6 +58,7 @@ def machine() -> dict[str, Any]:
         else:
             tools[tool] = None
     return {
+        "hostname": platform.node(),
         "nproc": os.cpu_count(),
         "cpu": model or platform.processor(),
         "python": platform.python_version(),

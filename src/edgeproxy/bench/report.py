@@ -2,16 +2,16 @@
 
 `markdown` is pure (a results dict in, text out) so the table a reader sees
 in the README is unit-tested. Each table has one row per figure and one
-column per target; a cell is "median [min..max]" over the runs. Charts draw
-the same figures as bars at the median with min-max error bars, one PNG per
-suite, through matplotlib (the optional `bench` extra): without it the
-charts are skipped with a message saying how to install it.
+column per target; a cell is "median [min..max]" over the runs. Charts
+(`charts.py`) draw the same figures as bars, one PNG per suite, through
+matplotlib (the optional `bench` extra): without it the charts are skipped
+with a message saying how to install it. `render` redraws the charts of an
+earlier run from its results.json.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,6 @@ from edgeproxy.bench.runner import fmt_spread
 from edgeproxy.bench.session import SuiteResult
 
 INSTALL_MATPLOTLIB = "pip install 'edgeproxy[bench]'"
-COLORS = {"direct": "#7f7f7f", "nginx": "#2ca02c", "strict": "#1f77b4", "cache-first": "#ff7f0e"}
-# Charts stay small enough to commit.
-DPI = 72
-CHART_COLUMNS = 3
-CHART_COLOURS = 64
 
 
 def columns(suite: Mapping[str, Any]) -> list[str]:
@@ -86,53 +81,6 @@ def markdown(meta: Mapping[str, Any], suites: Mapping[str, Mapping[str, Any]]) -
     return "\n".join(parts)
 
 
-def chart(name: str, suite: Mapping[str, Any], path: Path) -> bool:
-    """One PNG: a bar chart per figure, bars per target, min-max error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = [t for t in columns(suite) if t in suite.get("targets", {})]
-    rows = figures(suite)
-    if not cols or not rows:
-        return False
-    ncols = min(CHART_COLUMNS, len(rows))
-    nrows = math.ceil(len(rows) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.3 * nrows), squeeze=False)
-    for ax, figure in zip(axes.flat, rows, strict=False):
-        xs, meds, lo, hi, colors = [], [], [], [], []
-        for target in cols:
-            s = suite["targets"][target].get(figure)
-            if s is None:
-                continue
-            xs.append(target)
-            meds.append(s["median"])
-            lo.append(s["median"] - s["min"])
-            hi.append(s["max"] - s["median"])
-            colors.append(COLORS[target])
-        ax.bar(xs, meds, yerr=[lo, hi], color=colors, capsize=3)
-        ax.set_title(figure, fontsize=9)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(rows) :]:
-        ax.set_visible(False)
-    fig.suptitle(f"{name}: median, bars = min..max", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    _shrink(path)
-    return True
-
-
-def _shrink(path: Path) -> None:
-    """64 colours are plenty for flat bars: a third of the bytes to commit."""
-    from PIL import Image  # matplotlib's own dependency
-
-    with Image.open(path) as image:
-        small = image.convert("RGB").quantize(colors=CHART_COLOURS)
-    small.save(path, optimize=True)
-
-
 def write(out: Path, meta: Mapping[str, Any], results: Mapping[str, SuiteResult]) -> list[Path]:
     """results.json, results.md and <suite>.png under `out`; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -140,13 +88,44 @@ def write(out: Path, meta: Mapping[str, Any], results: Mapping[str, SuiteResult]
     written = [out / "results.json", out / "results.md"]
     written[0].write_text(json.dumps({"meta": meta, "suites": suites}, indent=2) + "\n")
     written[1].write_text(markdown(meta, suites))
+    return written + write_charts(out, meta, suites)
+
+
+def write_charts(
+    out: Path, meta: Mapping[str, Any], suites: Mapping[str, Mapping[str, Any]]
+) -> list[Path]:
+    """<suite>.png under `out` for every suite with figures; none without matplotlib."""
     try:
-        import matplotlib  # noqa: F401
+        from edgeproxy.bench import charts
     except ImportError:
         print(f"matplotlib is not installed: no charts ({INSTALL_MATPLOTLIB})")
-        return written
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
     for name, suite in suites.items():
         path = out / f"{name}.png"
-        if chart(name, suite, path):
+        if charts.draw(name, suite, meta, path):
             written.append(path)
     return written
+
+
+def render(results_json: Path, out: Path) -> list[Path]:
+    """Redraw the charts of an earlier run from its results.json, without running anything.
+
+    Charts improve after the runs that measured them (the committed ones in
+    docs/bench/ come from this): the figures are the run's, only the drawing is new.
+    """
+    report = json.loads(results_json.read_text())
+    return write_charts(out, report["meta"], report["suites"])
+
+
+def render_only(results_json: Path, out: Path) -> int:
+    """`edge-proxy bench --render-only`: exit 0 with the charts written, 2 on a bad file."""
+    try:
+        written = render(results_json, out)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # ValueError covers bad JSON; KeyError/TypeError a JSON that is no bench report.
+        print(f"edge-proxy bench: --render-only {results_json}: not a bench results.json ({exc})")
+        return 2
+    print(f"wrote {', '.join(str(p) for p in written) or 'no charts'}")
+    return 0
