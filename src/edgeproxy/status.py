@@ -12,6 +12,7 @@ or listens elsewhere).
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import sys
 import urllib.error
@@ -61,7 +62,8 @@ def _get(url: str, timeout: float, accept: str = "*/*") -> tuple[int, bytes]:
     except urllib.error.HTTPError as err:
         with err:
             return int(err.code), bytes(err.read())
-    except (OSError, ValueError) as exc:  # URLError, refused, timeout, a bad address
+    # URLError, refused, timeout; a bad address; a port that does not speak HTTP.
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise AdminUnreachable(f"cannot reach the admin port at {url}: {reason}") from None
 

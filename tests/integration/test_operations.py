@@ -315,6 +315,10 @@ def test_status_exit_codes_not_ready_and_unreachable(tmp_path: Path) -> None:
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("edge-proxy status: cannot reach the admin port")
+    # Nor for an address that is not one.
+    result = status_command("--admin-addr=not an address")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    assert len(result.stderr.splitlines()) == 1
 
     # An upstream that refuses and no cache: not ready, exit code 1.
     kubeconfig = tmp_path / "nowhere.kubeconfig"
