@@ -12,6 +12,7 @@ request the pod made. The proxy's own files are checked for the token.
 from __future__ import annotations
 
 import json
+import shutil
 import ssl
 import time
 import urllib.error
@@ -266,3 +267,35 @@ def test_each_pod_as_itself_online_and_offline(node: Node) -> None:
     for path in node.proxy.cache_dir.rglob("*"):
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
+
+
+def test_an_in_cluster_client_through_the_secure_listener(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The official client with in-cluster config: the service's address, a token file, the CA."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    mounted = tmp_path / "serviceaccount"
+    mounted.mkdir()
+    (mounted / "token").write_text(node.token)
+    shutil.copyfile(node.bundle.ca_cert, mounted / "ca.crt")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(node.secure_port))
+    loader = config.incluster_config.InClusterConfigLoader(
+        token_filename=str(mounted / "token"), cert_filename=str(mounted / "ca.crt")
+    )
+    configuration = client.Configuration()
+    loader.load_and_set(configuration)
+    with client.ApiClient(configuration) as api_client:
+        core = client.CoreV1Api(api_client)
+        listed = core.list_namespaced_config_map(node.own)
+        assert [cm.metadata.name for cm in listed.items] == [f"cm-{node.own[-6:]}"]
+        for call in (
+            lambda: core.list_namespaced_config_map(node.other),
+            lambda: core.list_namespaced_secret(node.own),
+            lambda: core.read_namespaced_config_map(f"cm-{node.other[-6:]}", node.other),
+        ):
+            with pytest.raises(ApiException) as err:
+                call()
+            assert err.value.status == 403

@@ -389,3 +389,23 @@ async def test_request_headers_and_body(
     assert "content-type" not in headers
     # Probes carry the credentials too.
     assert a.probes >= 1 and a.probe_auth == "Bearer t0k"
+
+
+async def test_a_client_token_replaces_the_proxy_credentials(
+    servers: tuple[FakeApiserver, FakeApiserver], upstreams: list[Upstream]
+) -> None:
+    """A pod's request goes as the pod (docs/identity.md): its token, never the proxy's."""
+    a, _ = servers
+    upstream = await start(
+        upstreams, [a.url], QUIET, headers=lambda: {"Authorization": "Bearer t0k"}
+    )
+    resp = await upstream.request(
+        "GET",
+        "/api/v1/pods",
+        headers={"authorization": "Bearer smuggled"},
+        client_token="pod-token",
+    )
+    async with resp:
+        doc = json.loads(await resp.read())
+    auth = [v for k, v in doc["headers"].items() if k.lower() == "authorization"]
+    assert auth == ["Bearer pod-token"]

@@ -30,12 +30,9 @@ from aiohttp.typedefs import Handler, Middleware
 from edgeproxy.errors import ConfigError
 from edgeproxy.kube.status import StatusError
 from edgeproxy.proxy.identity import bearer_token
-from edgeproxy.upstream.certreload import RELOAD_CHECK_SECONDS, Signature, _signature
+from edgeproxy.upstream.certreload import RELOAD_CHECK_SECONDS, Signature, file_signature
 
 log = logging.getLogger(__name__)
-
-# Marks a request that came in on the secure listener (request[SECURE] is True).
-SECURE = "edgeproxy.secure"
 
 
 def _fresh_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -56,7 +53,7 @@ class ServingCertificate:
         self.key_file = key_file
         self.interval = interval
         self.reloads = 0
-        self._seen: Signature = _signature((cert_file, key_file))
+        self._seen: Signature = file_signature((cert_file, key_file))
         self.context = self._load_or_fail()
 
     def _load_or_fail(self) -> ssl.SSLContext:
@@ -80,7 +77,7 @@ class ServingCertificate:
 
     def check(self) -> bool:
         """Reload the pair if its files changed and it loads; True when it was swapped in."""
-        now = _signature((self.cert_file, self.key_file))
+        now = file_signature((self.cert_file, self.key_file))
         if now == self._seen:
             return False
         self._seen = now
@@ -105,7 +102,7 @@ class ServingCertificate:
 
 
 def secure_middleware(anonymous: bool) -> Middleware:
-    """Mark requests as the secure listener's; refuse credential-less ones unless `anonymous`.
+    """Refuse the secure listener's credential-less requests unless `anonymous`.
 
     A pod without a token would otherwise act with the proxy's identity,
     which is why anonymous requests are refused by default.
@@ -113,7 +110,6 @@ def secure_middleware(anonymous: bool) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request[SECURE] = True
         if not anonymous and bearer_token(request.headers) is None:
             err = StatusError(
                 401,

@@ -13,7 +13,9 @@ they change and load cleanly, put into the same TLS context. As the kubelet
 does on rotation, open upstream connections are then closed, so every
 request from then on is made with the new certificate (reflectors resume
 their watches from their resourceVersion). A half-written or mismatched
-pair is logged and the old certificate kept; the next change is tried again.
+pair is logged and the old certificate kept (it is tried on a scratch
+context first: a failed load leaves the context it was tried on without a
+usable certificate); the next change is tried again.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ RELOAD_CHECK_SECONDS = 10.0
 Signature = tuple[tuple[int, int, int], ...]
 
 
-def _signature(paths: tuple[Path, ...]) -> Signature:
+def file_signature(paths: tuple[Path, ...]) -> Signature:
     out = []
     for path in paths:
         try:
@@ -64,15 +66,18 @@ class CertificateReloader:
         self.on_change = on_change
         self.interval = interval
         self.reloads = 0
-        self._seen = _signature((cert_file, key_file))
+        self._seen = file_signature((cert_file, key_file))
 
     def check(self) -> bool:
         """Load the files if they changed since last seen; True when a new pair is in use."""
-        now = _signature((self.cert_file, self.key_file))
+        now = file_signature((self.cert_file, self.key_file))
         if now == self._seen:
             return False
         self._seen = now
         try:
+            # Tried on a scratch context first: a failed load_cert_chain leaves
+            # the context it was called on without a usable certificate.
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(self.cert_file, self.key_file)
             self.ctx.load_cert_chain(self.cert_file, self.key_file)
         except (OSError, ssl.SSLError) as exc:
             # Mid-rotation (a new cert with the old key) or a partial write:
