@@ -48,8 +48,9 @@ from edgeproxy.kube.table import (
 )
 from edgeproxy.kube.wire import bookmark, list_body
 from edgeproxy.sim import discovery, openapi
+from edgeproxy.sim.bodies import decode_body
 from edgeproxy.sim.faults import Faults
-from edgeproxy.sim.operations import Operations, decode_body
+from edgeproxy.sim.operations import Operations
 from edgeproxy.sim.patch import APPLY_PATCH, apply_configuration
 from edgeproxy.sim.store import Store, TooOld, Watcher
 
