@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from edgeproxy.kube.printers import human_duration
 from edgeproxy.kube.resources import BUILTIN, ResourceType
 from edgeproxy.kube.status import StatusError
 from edgeproxy.kube.table import (
-    human_duration,
     include_object_option,
     partial_object_metadata,
     partial_object_metadata_list,
