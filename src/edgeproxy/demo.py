@@ -2,28 +2,32 @@
 
 With a terminal it keeps both running, prints a kubeconfig and commands to
 try, and lets the user cut and restore the cloud link and crash-restart the
-proxy while link changes are printed live. Without one (stdin not a TTY) it
-runs a scripted tour — list online, cut, list offline, write offline, restart
-the proxy offline, list, change objects upstream, restore, watch the client
-catch up — printing each step, and exits 0 (non-zero if a step misbehaves).
+proxy with single keys while link changes are printed live (democonsole.py).
+Without one (stdin not a TTY) it runs a scripted tour — list online, cut,
+list offline, write offline, restart the proxy offline, list, change objects
+upstream, restore, watch the client catch up — printing each step, and exits
+0 (non-zero if a step misbehaves). Ctrl-C in either mode stops everything the
+demo started and exits 130, without a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from edgeproxy.democonsole import DOWN, UP, interactive, wait_link
 from edgeproxy.testing import ProxyProcess, SimProcess
 
 
@@ -135,27 +139,6 @@ def _upstream(sim: SimProcess, method: str, path: str, body: dict[str, Any] | No
         return json.loads(resp.read())
 
 
-def _link_state(proxy: ProxyProcess) -> str:
-    try:
-        text = proxy.admin("/readyz?verbose")
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode()
-    except OSError:
-        return "proxy down"
-    return "link UP" if "[+]upstream" in text else "link DOWN (serving from cache)"
-
-
-def _wait_link(proxy: ProxyProcess, up: bool, timeout: float = 10.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if (_link_state(proxy) == "link UP") == up:
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise DemoError(
-        f"the proxy did not see the link go {'up' if up else 'down'} within {timeout} s"
-    )
-
-
 def _watch_in_background(kubeconfig: Path, log_path: Path) -> subprocess.Popen[bytes]:
     out = log_path.open("wb")
     return subprocess.Popen(
@@ -175,7 +158,7 @@ def tour(sim: SimProcess, proxy: ProxyProcess, workdir: Path) -> None:
 
     _say("2. Cut the cloud link (black-hole: packets vanish, nothing answers)")
     sim.fault(blackhole=True)
-    detected = _wait_link(proxy, up=False)
+    detected = wait_link(proxy.admin_url, DOWN)
     print(f"edge-proxy noticed the cut after {detected:.1f} s")
 
     _say(
@@ -227,7 +210,7 @@ def tour(sim: SimProcess, proxy: ProxyProcess, workdir: Path) -> None:
 
     _say("8. Restore the link: the watch carries on with the events it missed, no relist")
     sim.heal()
-    restored = _wait_link(proxy, up=True)
+    restored = wait_link(proxy.admin_url, UP)
     print(f"edge-proxy saw the link return after {restored:.1f} s")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and "settings-4" not in _deleted_lines(watch_log):
@@ -251,43 +234,44 @@ def _deleted_lines(path: Path) -> str:
     return "\n".join(line for line in path.read_text().splitlines() if line.startswith("DELETED"))
 
 
-def interactive(sim: SimProcess, proxy: ProxyProcess) -> None:
-    print(f"\nkubeconfig for clients of the proxy: {proxy.kubeconfig}")
-    print("Try, in another terminal:")
-    print(f"  export KUBECONFIG={proxy.kubeconfig}")
-    print("  kubectl get pods,configmaps -n edge-apps")
-    print("  kubectl get configmaps -n edge-apps -w")
-    print(f"Metrics and cache state: {proxy.admin_url}/metrics  {proxy.admin_url}/debug/cache")
-    stop = threading.Event()
+def _warm(proxy: ProxyProcess) -> None:
+    """List once through the proxy, so it has something to answer with when the link is cut."""
+    subprocess.run(
+        ["kubectl", f"--kubeconfig={proxy.kubeconfig}", "--request-timeout=10s",
+         "get", "nodes,pods,configmaps", "-A"],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
 
-    def show_link() -> None:
-        last = ""
-        while not stop.is_set():
-            state = _link_state(proxy)
-            if state != last:
-                print(f"\n[{time.strftime('%H:%M:%S')}] {state}", flush=True)
-                last = state
-            time.sleep(0.25)
 
-    threading.Thread(target=show_link, daemon=True).start()
-    print(
-        "\nCommands: c = cut the link, r = restore it, k = kill -9 and restart the proxy, q = quit"
-    )
-    while True:
+def _children() -> list[int]:
+    """Our child processes still running, from /proc (Linux, as the proxy)."""
+    me = str(os.getpid())
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            cmd = input("> ").strip().lower()
-        except EOFError:
-            break
-        if cmd == "c":
-            sim.fault(blackhole=True)
-        elif cmd == "r":
-            sim.heal()
-        elif cmd == "k":
-            proxy.kill()
-            print(f"restarted in {proxy.start():.2f} s")
-        elif cmd == "q":
-            break
-    stop.set()
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after the ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == me and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _stop_all(sim: SimProcess | None, proxy: ProxyProcess | None) -> None:
+    """Stop what we started, even what an interrupt left half-started."""
+    if proxy is not None:
+        proxy.close()
+    if sim is not None:
+        sim.stop()
+    for pid in _children():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _children() and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(-1, os.WNOHANG)
+        time.sleep(0.05)
 
 
 def main() -> int:
@@ -297,27 +281,37 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="edge-proxy-demo-"))
     seed_file = workdir / "seed.yaml"
     seed_file.write_text(yaml.safe_dump_all(demo_objects()))
-    sim = SimProcess(f"--seed={seed_file}", workdir=workdir / "sim")
+    sim: SimProcess | None = None
     proxy: ProxyProcess | None = None
     try:
+        sim = SimProcess(f"--seed={seed_file}", workdir=workdir / "sim")
         proxy = ProxyProcess(sim.kubeconfig, "--drop-name-prefix=skip-", workdir=workdir / "proxy")
-        print(f"cloud (simulated kube-apiserver): {sim.url}")
-        print(f"edge-proxy: {proxy.url}  (admin {proxy.admin_url}, cache {proxy.cache_dir})")
+        print(f"cloud (simulated kube-apiserver): {sim.url}  (pid {sim.proc.pid})")
+        print(
+            f"edge-proxy: {proxy.url}  (admin {proxy.admin_url}, cache {proxy.cache_dir},"
+            f" pid {proxy.proc.pid if proxy.proc else '?'})",
+            flush=True,
+        )
         if sys.stdin.isatty():
+            _warm(proxy)
             interactive(sim, proxy)
         else:
             tour(sim, proxy, workdir)
             print("\ndemo finished")
         return 0
+    except KeyboardInterrupt:
+        # Ctrl-C is how people leave a demo: no traceback, everything stopped.
+        print("\ninterrupted: stopping edge-proxy and the simulator", flush=True)
+        return 130
     except (DemoError, RuntimeError, OSError) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         if proxy is not None:
             print(proxy.log()[-3000:], file=sys.stderr)
         return 1
     finally:
-        if proxy is not None:
-            proxy.close()
-        sim.stop()
+        # A second Ctrl-C must not cut the clean-up short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _stop_all(sim, proxy)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
