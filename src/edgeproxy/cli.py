@@ -343,6 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="run nothing: redraw the charts of an earlier run's results.json into --out",
     )
     bench.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    bench.add_argument(
+        "--peers",
+        default="",
+        metavar="P[,P...]",
+        help="instead of the suites: one edge node's workload through direct, strict, "
+        "cache-first and these peers (yurthub; build it with k8s/build-peers.sh)",
+    )
+    bench.add_argument(
+        "--peer-runs",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="runs per target of --peers (default 1: 3 take about 25 minutes)",
+    )
     kubeconfig = sub.add_parser(
         "kubeconfig",
         help="write a kubeconfig that points a node component at the proxy",
@@ -485,8 +499,16 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"edge-proxy bench: --against {args.against}: no such kubeconfig", file=sys.stderr)
         return 2
     targets = tuple(t for t in args.targets.split(",") if t)
+    peers = tuple(p for p in args.peers.split(",") if p)
     return run(
-        args.suites, args.against, args.out, quick=args.quick, runs=args.runs, targets=targets
+        args.suites,
+        args.against,
+        args.out,
+        quick=args.quick,
+        runs=args.runs,
+        targets=targets,
+        peers=peers,
+        peer_runs=args.peer_runs,
     )
 
 

@@ -137,12 +137,24 @@ def run(
     runs: int = MIN_RUNS,
     targets: tuple[str, ...] = TARGETS,
     sizes: Sizes | None = None,
+    peers: tuple[str, ...] = (),
+    peer_runs: int = 1,
 ) -> int:
     """Run `suites` (all when empty) against `against`; write the report to `out`.
 
     `sizes` replaces the size set as is, runs included (tests run once);
     otherwise the set is QUICK, REAL or FULL with at least MIN_RUNS runs.
+    With `peers` (e.g. yurthub), the peers bench runs instead: one edge
+    node's workload through direct, strict, cache-first and each peer, on a
+    real control plane of its own (edgeproxy.bench.peers_bench).
     """
+    if peers:
+        from edgeproxy.bench import peers_bench
+
+        if against != "real" or suites:
+            print("edge-proxy bench --peers: runs alone, against a real control plane of its own")
+        sizes_ = peers_bench.TINY if quick else peers_bench.FULL
+        return peers_bench.run(peers, out, sizes=sizes_, runs=peer_runs)
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
         print(
