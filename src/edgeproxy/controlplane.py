@@ -10,7 +10,8 @@ tests can also act as other users and service accounts.
 
 No kube-controller-manager runs unless a test starts one: no namespace
 finalization, no EndpointSlice or token controllers. Tests create what they
-need directly.
+need directly; only default/kubernetes' Endpoints and EndpointSlice, which
+every cluster has, are written at start.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ BUILD_SCRIPT = REPO_ROOT / "k8s" / "build.sh"
 # The service range envtest uses; the apiserver takes its first address for
 # default/kubernetes.
 SERVICE_CIDR = "10.0.0.0/24"
+# Where default/kubernetes' endpoints say the apiserver is (see _kubernetes_endpoints).
+ADVERTISED_IP = "192.0.2.1"
 
 
 def binaries(build: bool = True) -> Path:
@@ -146,6 +149,53 @@ class ControlPlane:
     def start(self) -> None:
         self.start_etcd()
         self.start_apiserver()
+        self._kubernetes_endpoints()
+
+    def _kubernetes_endpoints(self) -> None:
+        """default/kubernetes' Endpoints and EndpointSlice, as the endpoint reconciler writes them.
+
+        With `--endpoint-reconciler-type=none` nothing writes them, yet clients
+        and the proxy's filters (forwardkubesvctraffic, masterservice) read them
+        on every real cluster. Validation refuses a loopback address in both,
+        which is why the reconciler is off, so they name the apiserver by
+        TEST-NET-1 (RFC 5737) with its real port: the shape kube-apiserver
+        writes, an address no test dials.
+        """
+        port = {"name": "https", "port": self.port, "protocol": "TCP"}
+        objects = [
+            (
+                "/api/v1/namespaces/default/endpoints",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Endpoints",
+                    "metadata": {"name": "kubernetes", "namespace": "default"},
+                    "subsets": [{"addresses": [{"ip": ADVERTISED_IP}], "ports": [port]}],
+                },
+            ),
+            (
+                "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": "kubernetes",
+                        "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": "kubernetes"},
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [ADVERTISED_IP], "conditions": {"ready": True}}],
+                    "ports": [port],
+                },
+            ),
+        ]
+        for path, body in objects:
+            status, answer = self.request("POST", path, body)
+            if status not in (201, 409):  # 409: a restart over the same etcd
+                raise RuntimeError(f"cannot create {path}/kubernetes: {status} {answer[:300]!r}")
+        # The Service itself is the apiserver's to create, a moment after /readyz.
+        assert self.apiserver is not None
+        service = "/api/v1/namespaces/default/services/kubernetes"
+        self._wait(lambda: self.request("GET", service)[0] == 200, service, self.apiserver)
 
     def start_etcd(self) -> None:
         data = self.workdir / "etcd"
