@@ -55,7 +55,7 @@ class Node:
     ) -> tuple[int, Any]:
         """A request to the secure listener, as a pod would make it."""
         ctx = ssl.create_default_context(cafile=str(self.bundle.ca_cert))
-        headers = {"Accept": "application/json", "User-Agent": AGENT}
+        headers = {"Accept": "application/json", "User-Agent": self.agent}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         data = None
@@ -90,6 +90,16 @@ class Node:
             ):
                 total += float(line.rpartition(" ")[2])
         return total
+
+    @property
+    def agent(self) -> str:
+        """This test's User-Agent: the audit log is the whole session's."""
+        return f"{AGENT} ({self.own})"
+
+    def audited(self) -> list[dict[str, Any]]:
+        """Upstream's audit events of this test's client requests."""
+        events = [json.loads(line) for line in self.real.audit_log.read_text().splitlines()]
+        return [e for e in events if e.get("userAgent", "").startswith(self.agent)]
 
     def link_down(self) -> bool:
         return any(
@@ -214,15 +224,11 @@ def test_each_pod_as_itself_online_and_offline(node: Node) -> None:
     assert code == 403, doc
 
     # Upstream saw the pod, never the proxy, for every request the pod made.
-    def audited() -> list[dict[str, Any]]:
-        events = [json.loads(line) for line in node.real.audit_log.read_text().splitlines()]
-        return [e for e in events if e.get("userAgent", "").startswith(AGENT)]
-
     # The forwarded list and the access reviews for both namespaces, at least.
-    wait_until(lambda: len(audited()) >= 3, 30, "the pod's requests in the audit log")
-    users = {e["user"]["username"] for e in audited()}
+    wait_until(lambda: len(node.audited()) >= 3, 30, "the pod's requests in the audit log")
+    users = {e["user"]["username"] for e in node.audited()}
     assert users == {node.username}, users
-    assert any(own_list in e["requestURI"] for e in audited())
+    assert any(own_list in e["requestURI"] for e in node.audited())
 
     # -- cut off ------------------------------------------------------------
     node.link.blackhole()
@@ -299,3 +305,50 @@ def test_an_in_cluster_client_through_the_secure_listener(
             with pytest.raises(ApiException) as err:
                 call()
             assert err.value.status == 403
+
+
+def test_a_client_go_informer_with_a_token_survives_a_cut_and_a_restart(
+    node: Node, tmp_path: Path
+) -> None:
+    from edgeproxy.clientgo import Informer
+
+    watch = f"v1/configmaps,namespace={node.own}"
+    first = f"{node.own}/cm-{node.own[-6:]}"
+    with Informer(
+        f"https://127.0.0.1:{node.secure_port}",
+        [watch],
+        workdir=tmp_path,
+        token=node.token,
+        ca_file=node.bundle.ca_cert,
+        user_agent=node.agent,
+    ) as informer:
+        informer.wait_synced()
+        assert set(informer.dump()[watch]) == {first}
+
+        node.link.blackhole()
+        wait_until(node.link_down, 30, "the proxy sees the link down")
+        node.proxy.stop()  # the informer's watch breaks; it re-watches once the proxy is back
+        node.proxy.start()
+        wait_until(node.link_down, 30, "the restarted proxy sees the link down")
+        admin(
+            node.real,
+            "POST",
+            f"/api/v1/namespaces/{node.own}/configmaps",
+            {"metadata": {"name": "while-cut"}},
+        )
+        assert set(informer.dump()[watch]) == {first}
+
+        node.link.restore()
+        informer.wait_for(
+            lambda recs: any(
+                r["type"] == "event" and r["key"] == f"{node.own}/while-cut" for r in recs
+            ),
+            60,
+            "the configmap made while cut off",
+        )
+        assert informer.relists() == 1
+    # Its lists (resourceVersion=0) and watches were served from the cache;
+    # what went upstream for it (the access reviews) went as the pod.
+    audited = node.audited()
+    assert audited, "no request of the informer's reached upstream"
+    assert {e["user"]["username"] for e in audited} == {node.username}
