@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -430,49 +430,59 @@ async def test_read_only_wal_is_read_and_written_once_writable(
         sim.heal()
 
 
-def as_nobody() -> None:
-    os.setgroups([])
-    os.setgid(65534)
-    os.setuid(65534)
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_CAPBSET_DROP = 24
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+
+
+def without_file_override() -> None:
+    """Root as any other user: no capability to read or write files it does not own.
+
+    Dropped from the bounding set before exec, root's new process keeps every
+    capability but these two. Running as `nobody` instead would need an
+    interpreter `nobody` can execute, which a venv under /root is not.
+    """
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if _LIBC.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 async def test_wal_of_another_user_is_read_only_not_discarded(
-    sim: SimProcess, http: aiohttp.ClientSession
+    sim: SimProcess, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    """Run as a user who may not read the WAL root left: the main file's state, read-only."""
+    """The WAL and its index belong to another user: the main file's state, read-only."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to leave root-owned files and run the proxy as another user")
+        pytest.skip("needs root to give files to another user")
+    base = tmp_path
+    kubeconfig = base / "kubeconfig"
+    shutil.copy(sim.kubeconfig, kubeconfig)
+    cache_dir = base / "cache"
+    ns, checkpointed = await wal_with_a_commit(http, sim, kubeconfig, base, cache_dir)
+    wal = Path(f"{cache_dir}/cache.db-wal")
+    wal_bytes = wal.read_bytes()  # noqa: ASYNC240
+    for leftover in (wal, Path(f"{cache_dir}/cache.db-shm")):
+        if leftover.exists():
+            os.chown(leftover, 65534, 65534)
+            leftover.chmod(0o600)
     try:
-        run(sys.executable, "-c", "pass", preexec_fn=as_nobody)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"this Python cannot run as user nobody: {exc}")
-    base = Path(tempfile.mkdtemp(prefix="edge-proxy-owner-"))
+        run(sys.executable, "-c", f"open({str(wal)!r}, 'rb')", preexec_fn=without_file_override)
+    except subprocess.CalledProcessError:
+        pass
+    else:
+        raise AssertionError("the test's process could still read another user's WAL")
+    sim.fault(blackhole=True)
     try:
-        base.chmod(0o755)  # noqa: ASYNC240
-        kubeconfig = base / "kubeconfig"
-        shutil.copy(sim.kubeconfig, kubeconfig)
-        kubeconfig.chmod(0o644)
-        cache_dir = base / "cache"
-        ns, checkpointed = await wal_with_a_commit(http, sim, kubeconfig, base, cache_dir)
-        wal = Path(f"{cache_dir}/cache.db-wal")
-        wal_bytes = wal.read_bytes()  # noqa: ASYNC240
-        os.chown(cache_dir, 65534, 65534)
-        os.chown(cache_dir / "cache.db", 65534, 65534)
-        sim.fault(blackhole=True)
+        other = FaultyProxy(
+            kubeconfig, workdir=base / "three", cache_dir=cache_dir, preexec=without_file_override
+        )
         try:
-            nobody = FaultyProxy(
-                kubeconfig, workdir=base / "three", cache_dir=cache_dir, preexec=as_nobody
-            )
-            try:
-                assert await names_in(http, nobody, ns) == (200, checkpointed), nobody.log()
-                line = journal_line(nobody)
-                assert line.startswith("[-]journal read-only:"), line
-                assert "WAL are not seen" in line, line
-            finally:
-                nobody.close()
+            assert await names_in(http, other, ns) == (200, checkpointed), other.log()
+            line = journal_line(other)
+            assert line.startswith("[-]journal read-only:"), line
+            assert "WAL are not seen" in line, line
         finally:
-            sim.heal()
-        assert moved_aside(cache_dir) == []
-        assert wal.read_bytes() == wal_bytes  # noqa: ASYNC240 (untouched, for root to finish)
+            other.close()
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        sim.heal()
+    assert moved_aside(cache_dir) == []
+    assert wal.read_bytes() == wal_bytes  # noqa: ASYNC240 (untouched, for its owner to finish)
