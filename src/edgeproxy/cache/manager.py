@@ -22,7 +22,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 
@@ -36,6 +35,7 @@ from edgeproxy.cache.budget import (
     footprint,
     lru_victims,
 )
+from edgeproxy.cache.durability import DurableWrites
 from edgeproxy.cache.rawcache import JOURNAL_PREFIX, RawCache, RawEntry
 from edgeproxy.cache.reflector import Reflector, ReflectorSettings
 from edgeproxy.cache.resourcetypes import ResourceTypes
@@ -158,15 +158,12 @@ class CacheManager:
         self.on_evict: list[Callable[[ScopeStore], None]] = []
         self._journal_touched = time.monotonic()
         self._warned_over = 0.0
-        # Bytes handed to the journal since it last caught up (settle()).
-        self._unflushed = 0
-        self._settling = asyncio.Lock()
-        # Stores with changes waiting for the journal before clients see them
-        # (store.py); the loop the journal's writer reports commits to.
-        self._holding: set[ScopeStore] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # Changes served before the journal had them (it failed or stalled).
-        self.published_not_durable = 0
+        # Changes wait for the journal before clients see them (durability.py).
+        self.writes = (
+            DurableWrites(journal, s.durable_wait_seconds, s.journal_backlog_bytes)
+            if journal is not None
+            else None
+        )
         # One listener for every reflector: a listener per reflector would keep
         # each stopped reflector, and its store, alive in the upstream's list.
         upstream.on_state_change(self._link_changed)
@@ -240,15 +237,8 @@ class CacheManager:
 
     def start(self) -> None:
         self._janitor = asyncio.create_task(self._janitor_loop(), name="cache-janitor")
-        if self.journal is not None:
-            loop = asyncio.get_running_loop()
-            self._loop = loop
-
-            def on_commit(ticket: int, ok: bool) -> None:  # in the journal's writer thread
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
-                    loop.call_soon_threadsafe(self._committed, ticket, ok)
-
-            self.journal.on_commit = on_commit
+        if self.writes is not None:
+            self.writes.attach(asyncio.get_running_loop())
 
     async def close(self) -> None:
         if self._janitor is not None:
@@ -532,7 +522,7 @@ class CacheManager:
         return bool(
             store.pinned
             or store.users
-            or _watched(store)
+            or watched(store)
             or store.scope in self._loads
             # Not synced yet: its reflector is listing, or its first list is
             # journaled but not published yet.
@@ -629,41 +619,6 @@ class CacheManager:
                 self.settings.max_memory_bytes,
             )
 
-    def usage(self) -> dict[str, Any]:
-        """Budgets and what is held against them, for /metrics and /debug/cache."""
-        s, budget = self.settings, self.watch_budget
-        return {
-            "memory": {
-                "budgetBytes": s.max_memory_bytes,
-                "usedBytes": self.memory_used(),
-                "scopes": len(self.stores),
-                "evictions": self.evictions["memory"],
-                "loadsFromDisk": self.loads_from_disk,
-            },
-            "disk": {
-                "budgetBytes": s.max_disk_bytes,
-                "usedBytes": self.disk_used(),
-                "scopes": len(self.on_disk) + sum(1 for st in self.stores.values() if st.synced),
-                "scopesOnlyOnDisk": len(self.on_disk),
-                "evictions": self.evictions["disk"],
-            },
-            "nonResource": {
-                "entries": len(self.raw),
-                "maxEntries": self.raw.max_entries,
-                "bytes": self.raw.bytes,
-                "maxBytes": self.raw.max_bytes,
-                "evictions": self.raw.evictions,
-            },
-            "watchQueues": {
-                "budgetBytes": budget.max_bytes,
-                "perWatcherBytes": budget.per_watcher,
-                "usedBytes": budget.bytes,
-                "watchers": len(budget.watchers),
-                "disconnectedSlow": budget.disconnected_slow,
-                "disconnectedOverBudget": budget.disconnected_over_budget,
-            },
-        }
-
     # -- persistence ---------------------------------------------------------------
 
     def _meta(self, store: ScopeStore) -> _ScopeMeta:
@@ -684,75 +639,35 @@ class CacheManager:
         self, store: ScopeStore, rv: int, upserts: Mapping[str, bytes], deletes: list[str] | None
     ) -> int | None:
         """Queue a store's change for the journal; the ticket to publish it at (store.py)."""
-        if self.journal is None:
+        if self.writes is None:
             return None
-        key = store.scope.key
-        self._unflushed += sum(map(len, upserts.values()))
         if deletes is None:
             self._journaled.add(store.scope)
             meta = msgspec.json.encode(self._meta(store))
-            ticket = self.journal.put_snapshot(key, str(rv), meta, upserts)
-        else:
-            ticket = self.journal.put_changes(key, str(rv), upserts, deletes)
-        if self._loop is None or not self.journal.durable:
-            return None  # nobody will be told it is committed, or it will not be: serve it now
-        self._holding.add(store)
-        return ticket
+            return self.writes.snapshot(store, rv, meta, upserts)
+        return self.writes.changes(store, rv, upserts, deletes)
 
     def _hurry(self) -> None:
-        if self.journal is not None:
-            self.journal.expedite()
+        if self.writes is not None:
+            self.writes.hurry()
 
-    def _committed(self, ticket: int, ok: bool) -> None:
-        """The journal's writer finished a commit up to `ticket` (in the event loop)."""
-        for store in list(self._holding):
-            if ok:
-                store.publish_through(ticket)
-            else:  # not durable, and it may take a while: what is in memory is served
-                self.published_not_durable += store.publish_all()
-            if not store.staged:
-                self._holding.discard(store)
-
-    def _publish_overdue(self) -> None:
-        """Publish what a stalled disk has held back longer than `durable_wait_seconds`."""
-        limit = time.monotonic() - self.settings.durable_wait_seconds
-        for store in list(self._holding):
-            since = store.staged_since
-            if since is not None and since < limit:
-                count = store.publish_all()
-                self.published_not_durable += count
-                log.warning(
-                    "journal has not committed %d changes of %s for %.1fs; serving them anyway",
-                    count,
-                    store.scope.key,
-                    time.monotonic() - since,
-                )
-            if not store.staged:
-                self._holding.discard(store)
+    @property
+    def published_not_durable(self) -> int:
+        """Changes served before the journal had them (it failed or stalled)."""
+        return 0 if self.writes is None else self.writes.published_not_durable
 
     async def settle(self) -> None:
-        """Wait for the journal when clients hand it data faster than the disk takes it.
-
-        What is queued for the journal is held in memory until committed, the
-        objects of scopes already evicted from memory too: lists of ever new
-        scopes, faster than the disk, would otherwise grow it without bound.
-        Past `journal_backlog_bytes` the request that added to it waits.
-        """
-        if self.journal is None or self._unflushed <= self.settings.journal_backlog_bytes:
-            return
-        async with self._settling:
-            queued = self._unflushed
-            if queued <= self.settings.journal_backlog_bytes:
-                return  # another request waited while this one queued for the lock
-            await self.journal.flush()
-            self._unflushed -= queued
+        """Wait for the journal when clients outpace the disk (durability.py)."""
+        if self.writes is not None:
+            await self.writes.settle()
 
     async def _janitor_loop(self) -> None:
         idle_every = min(30.0, self.settings.idle_seconds / 2)
         next_idle = time.monotonic() + idle_every
         while True:
             await asyncio.sleep(self.settings.budget_check_seconds)
-            self._publish_overdue()
+            if self.writes is not None:
+                self.writes.publish_overdue()
             self.enforce()
             if time.monotonic() >= next_idle:
                 self._touch_journal()
@@ -772,11 +687,7 @@ class CacheManager:
         now = time.monotonic()
         for scope, reflector in list(self.reflectors.items()):
             store = reflector.store
-            if (
-                store.pinned
-                or _watched(store)
-                or now - store.last_used < self.settings.idle_seconds
-            ):
+            if store.pinned or watched(store) or now - store.last_used < self.settings.idle_seconds:
                 continue
             log.info("stopping idle reflector for %s", scope.key)
             del self.reflectors[scope]
@@ -796,60 +707,8 @@ class CacheManager:
             return None
         return max(0.0, now - store.synced_at)
 
-    def debug(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        now = time.monotonic()
-        for scope, store in sorted(self.stores.items(), key=lambda kv: kv[0].key):
-            reflector = self.reflectors.get(scope)
-            out.append(
-                {
-                    "scope": scope.key,
-                    "resident": True,
-                    "resourceVersion": str(store.rv),
-                    "synced": store.synced,
-                    "objects": len(store),
-                    "bytes": store.bytes,
-                    "memoryBytes": footprint(store),
-                    "unusedSeconds": round(now - store.last_used, 1),
-                    "secondsSinceSync": _rounded(self.seconds_since_sync(store, now)),
-                    "bytesFromUpstream": store.bytes_from_upstream,
-                    "bytesServed": store.bytes_served,
-                    "watchers": len(store.watchers),
-                    "history": len(store.history),
-                    "reflector": None
-                    if reflector is None
-                    else {
-                        "bytesFromUpstream": reflector.bytes_in,
-                        "relists": reflector.relists,
-                        "watches": reflector.watches,
-                        "lastError": reflector.last_error,
-                    },
-                }
-            )
-        for scope, entry in sorted(self.on_disk.items(), key=lambda kv: kv[0].key):
-            out.append(
-                {
-                    "scope": scope.key,
-                    "resident": False,
-                    "resourceVersion": str(entry.rv),
-                    "synced": True,
-                    "objects": entry.objects,
-                    "bytes": entry.bytes,
-                    "memoryBytes": 0,
-                    "unusedSeconds": round(now - entry.last_used, 1),
-                    "secondsSinceSync": None,
-                    "watchers": 0,
-                    "reflector": None,
-                }
-            )
-        return out
 
-
-def _rounded(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds, 1)
-
-
-def _watched(store: ScopeStore) -> bool:
+def watched(store: ScopeStore) -> bool:
     """Whether a client watches the store, or a filtered view of it."""
     return bool(store.watchers) or any(
         getattr(view, "watchers", None) for view in store.views.values()

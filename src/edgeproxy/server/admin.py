@@ -21,6 +21,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edgeproxy.cache import inventory
 from edgeproxy.cache.manager import CacheManager
 from edgeproxy.metrics import Metrics
 from edgeproxy.upstream.pool import Upstream
@@ -79,7 +80,7 @@ def admin_app(
         metrics.journal_writable.set(1 if stats.get("state", "ok") == "ok" else 0)
         metrics.journal_disk_bytes.set(stats["diskBytes"])
         metrics.served_not_durable.set(cache.published_not_durable)
-        usage = cache.usage()
+        usage = inventory.usage(cache)
         for tier in ("memory", "disk"):
             metrics.cache_budget_bytes.labels(tier).set(usage[tier]["budgetBytes"] or 0)
             metrics.cache_used_bytes.labels(tier).set(usage[tier]["usedBytes"])
@@ -141,8 +142,8 @@ def admin_app(
                 for s in upstream.servers
             ],
             "journal": journal(),
-            "budgets": cache.usage(),
-            "scopes": cache.debug(),
+            "budgets": inventory.usage(cache),
+            "scopes": inventory.scopes(cache),
             "filteredViews": filters_debug() if filters_debug is not None else [],
         }
         if _wants(request, "text/html"):
