@@ -295,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--tls-cert-file",
         metavar="FILE",
-        help="serving certificate of --secure-listen (re-read when it changes)",
+        help="serving certificate of --secure-listen (re-read when it changes; default: "
+        "obtained from the cluster through a CSR, kept in the cache directory's pki/)",
     )
     serve.add_argument(
         "--tls-private-key-file", metavar="FILE", help="private key of --tls-cert-file"
@@ -306,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="true|false",
         help="serve requests without a token on --secure-listen as the proxy itself "
         "(default false: they get 401)",
+    )
+    serve.add_argument(
+        "--serving-cert-renew-before",
+        type=float,
+        metavar="SECONDS",
+        help="without --tls-cert-file the serving certificate comes from the cluster (a CSR "
+        "to kubernetes.io/kubelet-serving) and is renewed at 80%% of its life, or when less "
+        "than this is left (default: the 80%% rule only)",
     )
     bench = sub.add_parser(
         "bench",

@@ -97,6 +97,10 @@ class ServeConfig:
     # Whether a request without credentials on the secure listener is served
     # with the proxy's own identity (true) or refused with a 401 (false).
     secure_anonymous_auth: bool = False
+    # Without tlsCertFile the serving certificate comes from the cluster (a CSR)
+    # and is renewed at 80% of its life, or when less than this many seconds
+    # are left if that comes first (0: the 80% rule only).
+    serving_cert_renew_before: float = 0.0
 
 
 # config-file key -> (attribute, converter name)
@@ -132,6 +136,7 @@ _KEYS: Mapping[str, str] = {
     "tlsCertFile": "tls_cert_file",
     "tlsPrivateKeyFile": "tls_private_key_file",
     "secureAnonymousAuth": "secure_anonymous_auth",
+    "servingCertRenewBefore": "serving_cert_renew_before",
 }
 _FLAG_OF = {
     attr: "--" + "".join("-" + c.lower() if c.isupper() else c for c in key).replace("t-l-s", "tls")
@@ -247,10 +252,10 @@ def validate(config: ServeConfig) -> None:
         _, sep, port = config.secure_listen.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ConfigError(f"--secure-listen: {config.secure_listen!r} is not HOST:PORT")
-        if config.tls_cert_file is None or config.tls_private_key_file is None:
+        if (config.tls_cert_file is None) != (config.tls_private_key_file is None):
             raise ConfigError(
-                "--secure-listen (secureListen) needs --tls-cert-file (tlsCertFile) "
-                "and --tls-private-key-file (tlsPrivateKeyFile)"
+                "--tls-cert-file (tlsCertFile) and --tls-private-key-file (tlsPrivateKeyFile) "
+                "go together (without both, the cluster issues the certificate through a CSR)"
             )
     if not config.pool_label:
         raise ConfigError("--pool-label (poolLabel): must not be empty")

@@ -95,6 +95,7 @@ class ControlPlane:
         self.audit_log = self.workdir / "audit.log"
         self.etcd: subprocess.Popen[bytes] | None = None
         self.apiserver: subprocess.Popen[bytes] | None = None
+        self.csr_signer: subprocess.Popen[bytes] | None = None
         self._logs: list[Any] = []
         self.start()
 
@@ -253,6 +254,35 @@ class ControlPlane:
         )
         return path
 
+    def start_csr_signer(self, duration: str = "10m") -> None:
+        """kube-controller-manager with only its csrsigning controller, signing with the CA.
+
+        Approved CSRs to the kubernetes.io signers (kubelet-serving included)
+        are signed by this run's CA, the one kube-apiserver trusts for client
+        certificates and tests trust as the cluster CA. Nothing approves them:
+        tests do, through `/approval`, as an operator would.
+        """
+        if self.csr_signer is not None and self.csr_signer.poll() is None:
+            return
+        args = [
+            str(self.bin_dir / "kube-controller-manager"),
+            f"--kubeconfig={self.kubeconfig}",
+            "--controllers=csrsigning",
+            f"--cluster-signing-cert-file={self.bundle.ca_cert}",
+            f"--cluster-signing-key-file={self.bundle.ca_key}",
+            f"--cluster-signing-duration={duration}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            "--secure-port=0",
+            "--v=2",
+        ]
+        self.csr_signer = self._spawn("kube-controller-manager", args)
+        time.sleep(0.5)
+        if self.csr_signer.poll() is not None:
+            raise RuntimeError(
+                f"kube-controller-manager exited:\n{self.log('kube-controller-manager')}"
+            )
+
     def restart_apiserver(self) -> None:
         """Stop and start kube-apiserver (its watch cache starts afresh)."""
         if self.apiserver is not None:
@@ -288,7 +318,7 @@ class ControlPlane:
         return path.read_text(errors="replace")[-6000:] if path.exists() else ""
 
     def stop(self) -> None:
-        for proc in (self.apiserver, self.etcd):
+        for proc in (self.csr_signer, self.apiserver, self.etcd):
             if proc is not None:
                 stop_process(proc)
         for log in self._logs:

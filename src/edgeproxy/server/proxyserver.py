@@ -21,7 +21,7 @@ from aiohttp import web
 
 from edgeproxy import footprint
 from edgeproxy.cache.manager import CacheManager, CacheSettings
-from edgeproxy.config import ServeConfig, filter_set, node_name
+from edgeproxy.config import ServeConfig, filter_set, master_service_addr, node_name
 from edgeproxy.errors import ConfigError, StorageError
 from edgeproxy.kube.resources import ResourceRegistry
 from edgeproxy.metrics import Metrics
@@ -33,6 +33,7 @@ from edgeproxy.proxy.settings import ProxySettings
 from edgeproxy.server import openfiles
 from edgeproxy.server.admin import admin_app
 from edgeproxy.server.connections import Listener, ListenerLimits
+from edgeproxy.server.servingcert import ClusterServingCertificate
 from edgeproxy.server.tlsserving import ServingCertificate, secure_middleware
 from edgeproxy.storage.decisions import DecisionStore
 from edgeproxy.storage.journal import Journal
@@ -78,6 +79,8 @@ class ProxyServer:
         self.secure_port = 0
         self.serving: ServingCertificate | None = None
         self._serving_reloader: asyncio.Task[None] | None = None
+        self.cluster_serving: ClusterServingCertificate | None = None
+        self._cluster_serving_task: asyncio.Task[None] | None = None
         self.journal: Journal | None = None
         self.journal_problem = ""
         self._trimmer: asyncio.Task[None] | None = None
@@ -150,6 +153,9 @@ class ProxyServer:
             on_upstream_bytes=self.metrics.upstream_bytes.labels("reflector").inc,
         )
         self.cache.load()
+        if cfg.secure_listen and self.serving is None:
+            self.cluster_serving = self._cluster_serving()
+            self.serving = self.cluster_serving.load()
         self.filters = FilterRuntime(
             filter_set(cfg),
             self.cache,
@@ -208,6 +214,18 @@ class ProxyServer:
         self.port = await _bind(listener, host, port, "--listen", backlog=1024)
         if self.serving is not None:
             await self._start_secure(cap)
+        if self.cluster_serving is not None:
+
+            async def first(serving: ServingCertificate) -> None:
+                self.serving = serving
+                try:
+                    await self._start_secure(cap)
+                except ConfigError as exc:  # a port taken meanwhile: say so, keep running
+                    log.error("the secure listener cannot start: %s", exc)
+
+            self._cluster_serving_task = asyncio.create_task(
+                self.cluster_serving.run(first), name="serving-csr"
+            )
 
         stats = self.journal.stats if self.journal is not None else self._no_journal
         admin = admin_app(self.upstream, self.cache, self.metrics, stats, self.filters.debug)
@@ -229,6 +247,21 @@ class ProxyServer:
             ", ".join(creds.servers),
             self.cache.loaded_objects,
             (time.monotonic() - started) * 1000,
+        )
+
+    def _cluster_serving(self) -> ClusterServingCertificate:
+        """No certificate files given: the cluster issues one through a CSR (servingcert.py)."""
+        cfg = self.config
+        hosts = [_split(cfg.secure_listen)[0]]
+        master = master_service_addr(cfg)
+        if master is not None:
+            hosts.insert(0, master[0])
+        return ClusterServingCertificate(
+            self.upstream,
+            cfg.cache_dir / "pki",
+            node_name(cfg),
+            hosts,
+            renew_before=cfg.serving_cert_renew_before,
         )
 
     async def _start_secure(self, cap: int) -> None:
@@ -281,6 +314,8 @@ class ProxyServer:
             self._cert_reloader.cancel()
         if self._serving_reloader is not None:
             self._serving_reloader.cancel()
+        if self._cluster_serving_task is not None:
+            self._cluster_serving_task.cancel()
         for store in self.cache.stores.values():
             store.close_watchers("proxy shutting down")
         for listener in self._listeners:
