@@ -26,9 +26,12 @@ from edgeproxy.server.servingcert import ClusterServingCertificate, build_csr
 START = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
 
 
-def write_cert(pki: Path, lifetime: datetime.timedelta) -> None:
+def write_cert(
+    pki: Path, lifetime: datetime.timedelta, node: str = "n", ip: str = "127.0.0.1"
+) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "system:node:n")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}")])
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -37,6 +40,7 @@ def write_cert(pki: Path, lifetime: datetime.timedelta) -> None:
         .serial_number(x509.random_serial_number())
         .not_valid_before(START)
         .not_valid_after(START + lifetime)
+        .add_extension(san, critical=False)
         .sign(key, hashes.SHA256())
     )
     pki.mkdir(exist_ok=True)
@@ -61,6 +65,14 @@ def test_a_margin_renews_earlier_but_never_later(tmp_path: Path) -> None:
     assert early == START + datetime.timedelta(seconds=10)
     late = issuer(tmp_path / "pki", renew_before=30).renew_at()
     assert late == START + datetime.timedelta(minutes=8)  # 80% comes first
+
+
+@pytest.mark.parametrize(("node", "ip"), [("other", "127.0.0.1"), ("n", "127.0.0.2")])
+def test_a_certificate_for_another_node_or_address_is_due_now(
+    tmp_path: Path, node: str, ip: str
+) -> None:
+    write_cert(tmp_path / "pki", datetime.timedelta(days=10), node=node, ip=ip)
+    assert issuer(tmp_path / "pki").renew_at() < START
 
 
 def test_no_certificate_is_due_now(tmp_path: Path) -> None:

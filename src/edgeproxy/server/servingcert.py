@@ -172,11 +172,30 @@ class ClusterServingCertificate:
         cert = self._on_disk()
         if cert is None:
             return _now()
+        stale = self._stale(cert)
+        if stale:
+            log.info("the serving certificate %s: renewing now", stale)
+            return _now()
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
         due = start + (end - start) * RENEW_FRACTION
         if self.renew_before > 0:
             due = min(due, end - datetime.timedelta(seconds=self.renew_before))
         return due
+
+    def _stale(self, cert: x509.Certificate) -> str:
+        """Why `cert` no longer fits the configuration (another node name or address), or ""."""
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not cns or cns[0].value != f"system:node:{self.node}":
+            return f"is not for system:node:{self.node}"
+        try:
+            names = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        except x509.ExtensionNotFound:
+            names = set()
+        for host in self.hosts:
+            san = _san(host)
+            if san is not None and san not in names:
+                return f"does not name {host}"
+        return ""
 
     # -- asking the cluster ---------------------------------------------------
 
