@@ -126,7 +126,9 @@ def test_kubelet_through_generated_kubeconfig_as_the_node(
         mark = real.audit_log.stat().st_size
         write_private(current, issue_client_pem(real.bundle, USER, ["system:nodes", ROTATED]))
         wait_until(
-            lambda: "reloaded" in proxy.log(), 40, f"proxy reloads the certificate\n{proxy.log()}"
+            lambda: "client certificate" in proxy.log() and "new connections use" in proxy.log(),
+            40,
+            f"proxy reloads the certificate\n{proxy.log()}",
         )
 
         def rotated_in_use() -> bool:

@@ -19,7 +19,6 @@ client-go and the Python client fall back to HTTP/1.1 cleanly.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from pathlib import Path
@@ -30,7 +29,7 @@ from aiohttp.typedefs import Handler, Middleware
 from edgeproxy.errors import ConfigError
 from edgeproxy.kube.status import StatusError
 from edgeproxy.proxy.identity import bearer_token
-from edgeproxy.upstream.certreload import RELOAD_CHECK_SECONDS, Signature, file_signature
+from edgeproxy.upstream.certreload import RELOAD_CHECK_SECONDS, CertificateReloader
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +51,10 @@ class ServingCertificate:
         self.cert_file = cert_file
         self.key_file = key_file
         self.interval = interval
-        self.reloads = 0
-        self._seen: Signature = file_signature((cert_file, key_file))
         self.context = self._load_or_fail()
+        self._reloader = CertificateReloader(
+            self.context, cert_file, key_file, interval=interval, what="serving certificate"
+        )
 
     def _load_or_fail(self) -> ssl.SSLContext:
         for flag, path in (
@@ -77,28 +77,14 @@ class ServingCertificate:
 
     def check(self) -> bool:
         """Reload the pair if its files changed and it loads; True when it was swapped in."""
-        now = file_signature((self.cert_file, self.key_file))
-        if now == self._seen:
-            return False
-        self._seen = now
-        try:
-            _fresh_context(self.cert_file, self.key_file)  # all or nothing, off to the side
-            self.context.load_cert_chain(self.cert_file, self.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            log.warning(
-                "serving certificate %s changed but does not load (%s); keeping the previous one",
-                self.cert_file,
-                exc,
-            )
-            return False
-        self.reloads += 1
-        log.info("serving certificate %s changed: new connections use the new one", self.cert_file)
-        return True
+        return self._reloader.check()
+
+    @property
+    def reloads(self) -> int:
+        return self._reloader.reloads
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            self.check()
+        await self._reloader.run()
 
 
 def secure_middleware(anonymous: bool) -> Middleware:

@@ -49,7 +49,11 @@ def file_signature(paths: tuple[Path, ...]) -> Signature:
 
 
 class CertificateReloader:
-    """Reload `cert_file`/`key_file` into `ctx` when they change."""
+    """Reload `cert_file`/`key_file` into `ctx` when they change.
+
+    Used for the proxy's client certificate upstream and for the secure
+    listener's serving certificate (`what` names which in the log).
+    """
 
     def __init__(
         self,
@@ -59,8 +63,10 @@ class CertificateReloader:
         *,
         on_change: Callable[[], Awaitable[None]] | None = None,
         interval: float = RELOAD_CHECK_SECONDS,
+        what: str = "client certificate",
     ) -> None:
         self.ctx = ctx
+        self.what = what
         self.cert_file = cert_file
         self.key_file = key_file
         self.on_change = on_change
@@ -83,13 +89,14 @@ class CertificateReloader:
             # Mid-rotation (a new cert with the old key) or a partial write:
             # keep the old pair, which is still valid, and look again later.
             log.warning(
-                "client certificate %s changed but does not load (%s); keeping the previous one",
+                "%s %s changed but does not load (%s); keeping the previous one",
+                self.what,
                 self.cert_file,
                 exc,
             )
             return False
         self.reloads += 1
-        log.info("client certificate %s changed: reloaded", self.cert_file)
+        log.info("%s %s changed: new connections use the new one", self.what, self.cert_file)
         return True
 
     async def run(self) -> None:
