@@ -85,6 +85,8 @@ class ProxyServer:
         self.journal_problem = ""
         self._trimmer: asyncio.Task[None] | None = None
         self._cert_reloader: asyncio.Task[None] | None = None
+        # Upstream sessions are open: a failed start must stop() to close them.
+        self.opened = False
 
     def _credentials(self) -> credentials.Credentials:
         cfg = self.config
@@ -184,6 +186,7 @@ class ProxyServer:
             authorizer=self.authorizer,
         )
         await self.upstream.start()
+        self.opened = True
         if ssl_ctx is not None and creds.client_cert_file and creds.client_key_file:
             reloader = CertificateReloader(
                 ssl_ctx,
@@ -328,7 +331,14 @@ class ProxyServer:
 async def serve_forever(config: ServeConfig) -> None:
     openfiles.raise_open_file_limit()  # before any connection: the caps are derived from it
     server = ProxyServer(config)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        # A listener that cannot bind (or a later start failure): close what
+        # was opened, upstream sessions and the journal, before saying why.
+        if server.opened:
+            await server.stop()
+        raise
     print(
         f"edge-proxy: serving on {config.listen.rpartition(':')[0]}:{server.port}, "
         f"admin on port {server.admin_port}",
