@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,21 @@ def node_requests(real: ControlPlane, since: int) -> list[dict[str, Any]]:
             if event["stage"] == "ResponseComplete" and event["user"]["username"] == USER:
                 out.append(event)
     return out
+
+
+def answers(proxy: ProxyProcess) -> tuple[int, int]:
+    """Client requests the proxy answered, and those with a 5xx or 401, from its /metrics."""
+    with urllib.request.urlopen(f"{proxy.admin_url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    total = failed = 0
+    for line in text.splitlines():
+        if line.startswith("edgeproxy_requests_total{"):
+            code = line.split('code="', 1)[1].split('"', 1)[0]
+            count = int(float(line.rsplit(" ", 1)[1]))
+            total += count
+            if code.startswith("5") or code == "401":
+                failed += count
+    return total, failed
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -124,6 +140,7 @@ def test_kubelet_through_generated_kubeconfig_as_the_node(
 
         # -- the kubelet rotates its certificate ---------------------------------
         mark = real.audit_log.stat().st_size
+        served_before, failed_before = answers(proxy)
         write_private(current, issue_client_pem(real.bundle, USER, ["system:nodes", ROTATED]))
         wait_until(
             lambda: "client certificate" in proxy.log() and "new connections use" in proxy.log(),
@@ -136,6 +153,11 @@ def test_kubelet_through_generated_kubeconfig_as_the_node(
 
         wait_until(rotated_in_use, 60, "the node's requests carry the rotated certificate")
         wait_until(lambda: node_ready(real), 60, "node still Ready after the rotation")
+        # No request failed across the rotation: none refused upstream, none
+        # answered with an error by the proxy while its connections moved over.
+        assert not [e for e in node_requests(real, mark) if e["responseStatus"]["code"] == 401]
+        served, failed = answers(proxy)
+        assert served > served_before and failed == failed_before, proxy.log()
     finally:
         kubelet.stop()
         proxy.close()
