@@ -39,8 +39,10 @@ unit: $(STAMP)
 integration: $(STAMP) k8s
 	$(BIN)/pytest -q tests/integration
 
+# The slowest tests are listed at the end: the run must stay under 15 minutes
+# on 2 cores, and this is where to look when it grows.
 test: lint golint typecheck k8s
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 # The benchmark report (bench/README.md): JSON, Markdown and PNG charts in bench/out.
 bench: $(STAMP) bench-tools
