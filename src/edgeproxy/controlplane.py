@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import tempfile
@@ -148,9 +149,25 @@ class ControlPlane:
     # -- processes ---------------------------------------------------------
 
     def start(self) -> None:
-        self.start_etcd()
-        self.start_apiserver()
-        self._kubernetes_endpoints()
+        """Start etcd and kube-apiserver; on failure leave nothing running.
+
+        Ports come from free_port(): another process may bind one before etcd
+        or kube-apiserver does. That start is retried on new ports (twice);
+        any other failure stops what did start and is raised.
+        """
+        for attempt in range(3):
+            try:
+                self.start_etcd()
+                self.start_apiserver()
+                self._kubernetes_endpoints()
+                return
+            except BaseException as exc:
+                self.stop()
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+            self.etcd_port, self.etcd_peer_port, self.port = free_port(), free_port(), free_port()
+            write_kubeconfig(self.kubeconfig, self.url, self.bundle, context="real")
+            shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
 
     def _kubernetes_endpoints(self) -> None:
         """default/kubernetes' Endpoints and EndpointSlice, as the endpoint reconciler writes them.
