@@ -23,7 +23,9 @@ import pytest
 from edgeproxy.bench import peers, peers_bench
 
 TARGETS = ("direct", "strict", "cache-first", "yurthub")
-TOY = dataclasses.replace(peers_bench.TINY, services=10, endpoints_per_service=4, pods=2)
+TOY = dataclasses.replace(
+    peers_bench.TINY, services=10, endpoints_per_service=4, pods=2, idle_s=2, churn_s=2
+)
 
 
 def built() -> bool:
