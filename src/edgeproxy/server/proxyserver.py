@@ -203,14 +203,7 @@ class ProxyServer:
         # Each listener has its own connection cap (server/connections.py), so a
         # flood of client connections leaves health checks and metrics answering.
         cap = openfiles.client_connection_cap(cfg.max_connections, openfiles.open_file_limit())
-        listener = Listener(
-            client,
-            ListenerLimits("client", cap),
-            access_log=None,
-            handler_cancellation=True,
-            shutdown_timeout=2.0,
-        )
-        self._listeners.append(listener)
+        listener = self._client_listener(client, "client", cap)
         host, port = _split(cfg.listen)
         # A node's components reconnect together after a restart; kube-apiserver
         # listens with the system maximum backlog, aiohttp's default is 128.
@@ -275,14 +268,7 @@ class ProxyServer:
             middlewares=[secure_middleware(self.config.secure_anonymous_auth)],
         )
         secure.router.add_route("*", "/{tail:.*}", self.router.handle)
-        listener = Listener(
-            secure,
-            ListenerLimits("secure", cap),
-            access_log=None,
-            handler_cancellation=True,
-            shutdown_timeout=2.0,
-        )
-        self._listeners.append(listener)
+        listener = self._client_listener(secure, "secure", cap)
         host, port = _split(self.config.secure_listen)
         self.secure_port = await _bind(
             listener, host, port, "--secure-listen", backlog=1024, ssl=self.serving.context
@@ -305,6 +291,19 @@ class ProxyServer:
             if evicted != seen:
                 seen = evicted
                 await asyncio.to_thread(footprint.trim_heap)
+
+    def _client_listener(self, app: web.Application, name: str, cap: int) -> Listener:
+        """A listener for clients (plain or secure): its own connection cap, handlers
+        cancelled when their client goes, two seconds to drain on shutdown."""
+        listener = Listener(
+            app,
+            ListenerLimits(name, cap),
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=2.0,
+        )
+        self._listeners.append(listener)
+        return listener
 
     def _no_journal(self) -> dict[str, Any]:
         return {"state": "unavailable", "reason": self.journal_problem, "errors": 0}
