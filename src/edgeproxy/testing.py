@@ -20,6 +20,16 @@ from pathlib import Path
 from typing import Any
 
 
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `check` every 0.25 s until true; AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -23,7 +23,7 @@ import pytest
 from edgeproxy.controlplane import ControlPlane
 from edgeproxy.kubemark import HollowKubelet
 from edgeproxy.link import LinkRelay
-from edgeproxy.testing import ProxyProcess
+from edgeproxy.testing import ProxyProcess, wait_until
 
 NODE = "hollow-edge-1"
 PODS = 6
@@ -38,15 +38,6 @@ def get(real: ControlPlane, path: str) -> Any:
 def post(real: ControlPlane, path: str, obj: dict[str, Any]) -> None:
     status, body = real.request("POST", path, obj)
     assert status == 201, (path, status, body[:300])
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def node_ready(real: ControlPlane) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ import pytest
 from edgeproxy.controlplane import ControlPlane
 from edgeproxy.link import LinkRelay
 from edgeproxy.sim.tls import TLSBundle, generate_bundle
-from edgeproxy.testing import ProxyProcess, free_port
+from edgeproxy.testing import ProxyProcess, free_port, wait_until
 
 AGENT = "identity-test/1.0"
 
@@ -106,15 +105,6 @@ class Node:
             line.startswith("edgeproxy_upstream_healthy{") and line.endswith(" 0.0")
             for line in self.proxy.admin("/metrics").splitlines()
         )
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 @pytest.fixture

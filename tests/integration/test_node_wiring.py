@@ -16,7 +16,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -27,20 +26,11 @@ import yaml
 from edgeproxy.controlplane import ControlPlane
 from edgeproxy.kubemark import HollowKubelet
 from edgeproxy.sim.tls import issue_client_pem
-from edgeproxy.testing import ProxyProcess
+from edgeproxy.testing import ProxyProcess, wait_until
 
 NODE = "wired-edge-1"
 USER = f"system:node:{NODE}"
 ROTATED = "edge-proxy:rotated"  # a group only the rotated certificate carries
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def node_ready(real: ControlPlane) -> bool:
