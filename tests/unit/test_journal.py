@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgeproxy.storage import database
 from edgeproxy.storage.journal import Journal, StoredScope
 
 
@@ -450,3 +451,20 @@ async def test_no_room_to_create_the_file_retries_later(tmp_path: Path) -> None:
     assert j.state() == ("ok", "")
     await j.close()
     assert reopen(path) == {"s": ("1", b"", {"a": b"1"})}
+
+
+async def test_wal_file_is_bounded_after_a_big_commit(tmp_path: Path) -> None:
+    """A 24 MB snapshot passes through the WAL; the file must not keep that size."""
+    path = tmp_path / "j.db"
+    j = Journal(path, commit_interval=0.01)
+    j.open()
+    j.put_snapshot("big", "1", b"", {f"o{i}": b"x" * 4096 for i in range(6000)})
+    assert await j.flush()
+    # Later small commits: the auto-checkpoint resets the WAL, which is then cut.
+    for rv in range(2, 40):
+        j.put_changes("big", str(rv), {f"o{rv}": b"y" * 4096}, ())
+        assert await j.flush()
+    wal = os.path.getsize(f"{path}-wal")  # noqa: ASYNC240 (a test, nothing else waits)
+    assert wal <= database.WAL_SIZE_LIMIT + 2 * 1024 * 1024, wal
+    assert j.read("big") is not None
+    await j.close()
