@@ -264,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
         "closed (default 4096, lowered to fit the open-file limit)",
     )
     serve.add_argument(
+        "--request-header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a client connection that has not sent a complete request head after this "
+        "long is closed (default 10)",
+    )
+    serve.add_argument(
         "--upstream-strategy",
         metavar="failover|round-robin",
         help="how several --server-addr are used (default failover)",

@@ -82,6 +82,9 @@ class ServeConfig:
     # open-file limit). A node's components use tens; 4,096 leaves ample room
     # and bounds what a local process can make the proxy hold.
     max_connections: int = 4096
+    # Seconds a client connection has to send a complete request head (Go's
+    # ReadHeaderTimeout; server/connections.py says why 10).
+    request_header_timeout: float = 10.0
     upstream_strategy: str = "failover"
     # Seconds between /readyz probes; black-hole detection takes about 2 probe timeouts.
     probe_interval: float = 0.5
@@ -128,6 +131,7 @@ _KEYS: Mapping[str, str] = {
     "maxWatcherQueueBytes": "max_watcher_queue_bytes",
     "maxWatcherQueuesTotalBytes": "max_watcher_queues_total_bytes",
     "maxConnections": "max_connections",
+    "requestHeaderTimeout": "request_header_timeout",
     "upstreamStrategy": "upstream_strategy",
     "probeInterval": "probe_interval",
     "fallbackAfter": "fallback_after",

@@ -297,7 +297,7 @@ class ProxyServer:
         cancelled when their client goes, two seconds to drain on shutdown."""
         listener = Listener(
             app,
-            ListenerLimits(name, cap),
+            ListenerLimits(name, cap, header_timeout=self.config.request_header_timeout),
             access_log=None,
             handler_cancellation=True,
             shutdown_timeout=2.0,
