@@ -2,7 +2,7 @@
 
 An edge node runs one proxy beside the components it serves, often on a small
 machine, so what the process holds before it caches anything counts as much
-as what each cached object costs. Two settings, both applied before the
+as what each cached object costs. Three settings, all applied before the
 server imports aiohttp or allocates anything large:
 
 - glibc's mmap threshold is pinned at its starting value, 128 KiB. glibc
@@ -19,6 +19,18 @@ server imports aiohttp or allocates anything large:
   read a few times per request. Its pure-Python class is the same API and
   iterates the same list. Setting `FROZENLIST_NO_EXTENSIONS` (even to "")
   before starting the proxy keeps the user's choice.
+- aiohttp builds two default client TLS contexts when it is imported, and
+  both load the system's CA bundle (~140 certificates: 2.5 MB resident).
+  The proxy never uses them: every upstream connector gets the context
+  built from the kubeconfig (`upstream/credentials.py`), which loads the
+  system bundle itself when the kubeconfig names no CA. So aiohttp is
+  imported with loading default certificates switched off for the length
+  of the import: its default contexts trust nothing, and a connection that
+  fell back on them would fail verification rather than pass it.
+
+Modules `serve` does not need to start are imported where they are used:
+cryptography (8 MB resident) only when the cluster issues the serving
+certificate (server/servingcert.py).
 
 And one action, `trim_heap()`: when the cache evicts scopes from memory
 (cache/budget.py), their objects' bytes are freed in the middle of the heap,
@@ -97,7 +109,31 @@ def prefer_pure_frozenlist() -> bool:
     return True
 
 
+def import_aiohttp_without_default_certs() -> bool:
+    """Import aiohttp with its default client contexts empty; False if already imported."""
+    if "aiohttp" in sys.modules:
+        return False
+    import ssl
+
+    context = ssl.SSLContext
+    load_default_certs = context.load_default_certs
+    set_default_verify_paths = context.set_default_verify_paths
+
+    def no_certs(self: ssl.SSLContext, *args: Any) -> None:
+        return None
+
+    context.load_default_certs = no_certs  # type: ignore[method-assign,assignment]
+    context.set_default_verify_paths = no_certs  # type: ignore[method-assign]
+    try:
+        import aiohttp  # noqa: F401  (builds the contexts, once per process)
+    finally:
+        context.load_default_certs = load_default_certs  # type: ignore[method-assign]
+        context.set_default_verify_paths = set_default_verify_paths  # type: ignore[method-assign]
+    return True
+
+
 def apply() -> None:
-    """Both settings; call before importing the server."""
+    """The three settings; call before importing the server."""
     fix_mmap_threshold()
     prefer_pure_frozenlist()
+    import_aiohttp_without_default_certs()

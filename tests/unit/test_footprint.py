@@ -47,3 +47,23 @@ def test_frozenlist_is_pure_python_unless_chosen_otherwise(
         check=True,
     )
     assert done.stdout.strip() == expected
+
+
+CERTS_PROBE = """
+import ssl
+from edgeproxy import footprint
+print(footprint.import_aiohttp_without_default_certs())
+import aiohttp.connector
+# aiohttp's import-time default contexts (private names: what the setting is about).
+print(aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509"])
+# Our own contexts still get the system bundle: the switch was for the import only.
+print(ssl.create_default_context().cert_store_stats()["x509"] > 0)
+print(footprint.import_aiohttp_without_default_certs())
+"""
+
+
+def test_aiohttp_is_imported_without_loading_the_system_ca_bundle() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CERTS_PROBE], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["True", "0", "True", "False"]

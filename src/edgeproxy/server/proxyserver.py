@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -33,13 +33,16 @@ from edgeproxy.proxy.settings import ProxySettings
 from edgeproxy.server import openfiles
 from edgeproxy.server.admin import admin_app
 from edgeproxy.server.connections import Listener, ListenerLimits
-from edgeproxy.server.servingcert import ClusterServingCertificate
 from edgeproxy.server.tlsserving import ServingCertificate, secure_middleware
 from edgeproxy.storage.decisions import DecisionStore
 from edgeproxy.storage.journal import Journal
 from edgeproxy.upstream import credentials
 from edgeproxy.upstream.certreload import CertificateReloader
 from edgeproxy.upstream.pool import Upstream, UpstreamSettings
+
+if TYPE_CHECKING:
+    # cryptography costs ~8 MB resident: loaded only when the cluster issues our certificate.
+    from edgeproxy.server.servingcert import ClusterServingCertificate
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +250,8 @@ class ProxyServer:
 
     def _cluster_serving(self) -> ClusterServingCertificate:
         """No certificate files given: the cluster issues one through a CSR (servingcert.py)."""
+        from edgeproxy.server.servingcert import ClusterServingCertificate
+
         cfg = self.config
         hosts = [_split(cfg.secure_listen)[0]]
         master = master_service_addr(cfg)
