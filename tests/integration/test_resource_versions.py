@@ -181,17 +181,27 @@ async def test_not_older_than_beyond_the_server_is_a_504_online_and_offline(
     for _ in range(3):
         assert (await fetch(http, f"{proxy.url}{col}?resourceVersion=0"))[0] == 200
     wanted = current + 100_000
-    for query in (
-        f"resourceVersion={wanted}",
-        f"resourceVersion={wanted}&resourceVersionMatch=NotOlderThan",
-    ):
-        for base in (sim.url, proxy.url):
-            started = time.monotonic()
-            code, doc, retry = await fetch(http, f"{base}{col}?{query}")
-            assert (code, retry) == (504, "1"), (base, doc)
-            assert time.monotonic() - started >= 2.5  # the watch cache waited first
-            now = int(doc["message"].rsplit(" ", 1)[1])
-            assert doc == too_large(wanted, now)
+    urls = [
+        f"{base}{col}?{query}"
+        for query in (
+            f"resourceVersion={wanted}",
+            f"resourceVersion={wanted}&resourceVersionMatch=NotOlderThan",
+        )
+        for base in (sim.url, proxy.url)
+    ]
+
+    async def timed(url: str) -> tuple[float, tuple[int, dict[str, Any], str]]:
+        started = time.monotonic()
+        answer = await fetch(http, url)
+        return time.monotonic() - started, answer
+
+    # All four at once: each waits its own 3 s.
+    answers = await asyncio.gather(*(timed(url) for url in urls))
+    for url, (took, (code, doc, retry)) in zip(urls, answers, strict=True):
+        assert (code, retry) == (504, "1"), (url, doc)
+        assert took >= 2.5, url  # the watch cache waited first
+        now = int(doc["message"].rsplit(" ", 1)[1])
+        assert doc == too_large(wanted, now)
 
     sim.fault(blackhole=True)
     try:
@@ -215,22 +225,37 @@ async def test_watch_from_a_too_new_rv_waits_for_newer_events(
     ns = f"rv-watch-{uuid.uuid4().hex[:8]}"
     current = create(sim, ns, "cm0")
     col = CM.format(ns=ns)
-    for base in (sim.url, proxy.url):
-        # Far beyond: accepted and silent past the 3 s a list would wait, no 504.
-        url = f"{base}{col}?watch=true&resourceVersion={current + 100_000}&timeoutSeconds=30"
-        assert await watch_frames(http, url, quiet_for=4.0) == (200, [])
+    bases = (sim.url, proxy.url)  # the simulator and the proxy side by side, at once
+    # Far beyond: accepted and silent past the 3 s a list would wait, no 504.
+    far = current + 100_000
+    quiet = await asyncio.gather(
+        *(
+            watch_frames(
+                http, f"{b}{col}?watch=true&resourceVersion={far}&timeoutSeconds=30", quiet_for=4.0
+            )
+            for b in bases
+        )
+    )
+    assert quiet == [(200, []), (200, [])]
     since = current + 3  # three changes from now
-    for base in (sim.url, proxy.url):
-        url = f"{base}{col}?watch=true&resourceVersion={since}&timeoutSeconds=30"
-        task = asyncio.ensure_future(watch_frames(http, url, quiet_for=4.0))
-        await asyncio.sleep(1.0)  # accepted and quiet, not a 504 after 3 s
-        assert not task.done()
-        rvs = [create(sim, ns, f"{base[-5:]}-{i}") for i in range(5)]
+    tasks = [
+        asyncio.ensure_future(
+            watch_frames(
+                http,
+                f"{b}{col}?watch=true&resourceVersion={since}&timeoutSeconds=30",
+                quiet_for=4.0,
+            )
+        )
+        for b in bases
+    ]
+    await asyncio.sleep(1.0)  # accepted and quiet, not a 504 after 3 s
+    assert not any(t.done() for t in tasks)
+    rvs = [create(sim, ns, f"cm-{i}") for i in range(5)]
+    for base, task in zip(bases, tasks, strict=True):
         status, frames = await task
         assert status == 200
         got = [int(f["object"]["metadata"]["resourceVersion"]) for f in frames]
         assert got == [rv for rv in rvs if rv > since], (base, frames)
-        since = rvs[-1] + 3
 
 
 async def test_watch_list_from_a_too_new_rv_fails_inside_the_stream(
