@@ -6,9 +6,9 @@ The decisions follow ARCHITECTURE.md sec. 3:
 - gets and lists are forwarded while the link is up (asking upstream for JSON
   so the answer can be cached), filtered, applied to the scope's store and
   journaled; RV=0 / NotOlderThan lists are served from a synced scope, and
-  `resourceVersion=""` too in cache-first mode;
+  `resourceVersion=""` too in cache-first mode (lists: lists.py);
 - a read that upstream does not answer within `fallback_after` while the link
-  is not known to be healthy is answered from the cache;
+  is not known to be healthy is answered from the cache (fallback.py);
 - watches are always served from a scope store kept in sync by one shared
   upstream reflector, so they survive an outage and resume after it.
 """
@@ -18,22 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
-from edgeproxy.cache.listing import (
-    BadUpstreamBody,
-    UpstreamList,
-    decompress,
-    parse_rv,
-    read_list,
-    records_of,
-)
+from edgeproxy.cache.listing import decompress
 from edgeproxy.cache.manager import CacheManager
 from edgeproxy.cache.rawcache import raw_key
 from edgeproxy.cache.scope import Scope
@@ -56,7 +46,6 @@ from edgeproxy.kube.request import (
     check_get_options,
     check_name,
     list_options,
-    list_semantics,
     parse_resource_version,
     request_info,
 )
@@ -67,12 +56,13 @@ from edgeproxy.kube.table import (
     partial_object_metadata,
     table,
 )
-from edgeproxy.kube.wire import list_body
 from edgeproxy.metrics import Metrics
 from edgeproxy.proxy import forward, upgrade
 from edgeproxy.proxy.authorization import Authorizer
+from edgeproxy.proxy.fallback import Fallback, FallbackReads, json_headers, offline
 from edgeproxy.proxy.filtering import FilterRuntime
 from edgeproxy.proxy.identity import bearer_token
+from edgeproxy.proxy.lists import Lists
 from edgeproxy.proxy.local import LocalLists, respond
 from edgeproxy.proxy.recentwrites import RecentWrites
 from edgeproxy.proxy.settings import ProxySettings
@@ -84,21 +74,9 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 
 
-class _Fallback(Exception):
-    """Upstream did not answer in time and the link is not known to be healthy."""
-
-
 def error_response(err: StatusError) -> web.Response:
     return web.Response(
         body=err.body(), status=err.code, headers={"Content-Type": JSON, **err.headers()}
-    )
-
-
-def _offline(what: str) -> StatusError:
-    # No Retry-After: client-go would retry for a minute; a cache miss while cut
-    # off is not going to resolve in seconds, so fail fast and let the client decide.
-    return status.service_unavailable(
-        f"the cloud apiserver is unreachable and {what} is not in the edge-proxy cache"
     )
 
 
@@ -124,6 +102,8 @@ class ProxyRouter:
         # (group, version, resource, namespace): a namespaced scope never sees the
         # events of other namespaces, so it must not wait for their writes.
         self._writes = RecentWrites()
+        self.reads = FallbackReads(upstream, self.settings)
+        self.lists = Lists(self)
 
     # -- entry ---------------------------------------------------------------------
 
@@ -163,7 +143,7 @@ class ProxyRouter:
         self, request: web.Request, info: RequestInfo
     ) -> tuple[web.StreamResponse, str]:
         if _is_upgrade(request):  # exec, attach, port-forward, watch over WebSocket
-            on_bytes = self._count_bytes("upstream")
+            on_bytes = self.count_bytes("upstream")
             resp = await upgrade.passthrough_upgrade(request, self.upstream, on_bytes=on_bytes)
             return resp, "upstream"
         if not info.is_resource_request:
@@ -187,7 +167,7 @@ class ProxyRouter:
             opts = list_options(info, request.query)
             if info.verb == "watch":
                 return await self._watch(request, info, rt, opts), "cache"
-            return await self._list(request, info, rt, opts)
+            return await self.lists.serve(request, info, rt, opts)
         if info.verb == "get" and not info.subresource:
             check_get_options(request.query)  # a get ignores list parameters
             return await self._get(request, info, rt)
@@ -195,7 +175,7 @@ class ProxyRouter:
 
     # -- pass-through ----------------------------------------------------------------
 
-    def _count_bytes(self, served: str) -> Any:
+    def count_bytes(self, served: str) -> Any:
         counter = self.metrics.client_bytes.labels(served)
         upstream = self.metrics.upstream_bytes.labels("passthrough")
 
@@ -213,7 +193,7 @@ class ProxyRouter:
         if not self.upstream.healthy:
             raise UpstreamUnreachable("link is down")
         return await forward.passthrough(
-            request, self.upstream, on_bytes=self._count_bytes("upstream")
+            request, self.upstream, on_bytes=self.count_bytes("upstream")
         ), "upstream"
 
     async def _cached_get(self, request: web.Request) -> tuple[web.StreamResponse, str]:
@@ -224,12 +204,12 @@ class ProxyRouter:
         key = raw_key(request.path, request.headers.get("Accept", ""))
         if self.upstream.healthy:
             try:
-                resp = await self._forward_read(
+                resp = await self.reads.forward(
                     request,
                     forward.upstream_headers(request.headers),
                     cached=self.cache.raw_get(key) is not None,
                 )
-            except (_Fallback, UpstreamUnreachable):
+            except (Fallback, UpstreamUnreachable):
                 resp = None
             if resp is not None:
                 async with resp:
@@ -248,7 +228,7 @@ class ProxyRouter:
                     return out, "upstream"
         cached = self.cache.raw_get(key)
         if cached is None:
-            raise _offline(request.path)
+            raise offline(request.path)
         replay = {"Content-Type": cached.content_type}
         if cached.encoding:
             replay["Content-Encoding"] = cached.encoding
@@ -284,7 +264,7 @@ class ProxyRouter:
                 )
                 return out, "upstream"
             return await forward.relay(
-                request, resp, on_bytes=self._count_bytes("upstream")
+                request, resp, on_bytes=self.count_bytes("upstream")
             ), "upstream"
 
     def _note_write(self, rt: ResourceType, body: bytes) -> None:
@@ -295,7 +275,7 @@ class ProxyRouter:
         if record.rv and record.name:
             self._writes.add(rt, record)
 
-    async def _read_your_writes(self, rt: ResourceType, store: ScopeStore) -> None:
+    async def read_your_writes(self, rt: ResourceType, store: ScopeStore) -> None:
         """Wait (briefly) until the store has applied this proxy's own writes it can see."""
         if not self.upstream.healthy or store.scope not in self.cache.reflectors:
             return
@@ -303,85 +283,31 @@ class ProxyRouter:
         if want > store.rv:
             await store.wait_for_rv(want, self.settings.rv_wait)
 
-    # -- forwarding reads ------------------------------------------------------------
-
-    async def _forward_read(
-        self, request: web.Request, headers: Mapping[str, str], *, cached: bool
-    ) -> aiohttp.ClientResponse:
-        """Send a read upstream; fall back when it hangs and the link is in doubt."""
-        # Just started: until a probe answers, the link is in doubt. Online the
-        # first probe answers in milliseconds; cut off, the cache answers now.
-        if (
-            cached
-            and not self.upstream.confirmed
-            and not await self.upstream.wait_confirmed(self.settings.startup_probe_wait)
-        ):
-            raise _Fallback()
-        target = forward.upstream_target(request)
-        token = bearer_token(request.headers)  # the client's own identity (docs/identity.md)
-        task = asyncio.ensure_future(
-            self.upstream.request("GET", target, headers=headers, client_token=token)
-        )
-        try:
-            return await self._await_read(task, cached=cached)
-        except BaseException:
-            # Fallback, link down, or the client went away (cancellation): the
-            # upstream request must not outlive the client's.
-            _discard(task)
-            raise
-
-    async def _await_read(
-        self, task: asyncio.Future[aiohttp.ClientResponse], *, cached: bool
-    ) -> aiohttp.ClientResponse:
-        settings = self.upstream.settings
-        if not cached:
-            # Nothing to fall back to, but a black-holed request never ends by
-            # itself: once the probes declare the link down, answer 503 offline.
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=settings.probe_interval)
-                if done:
-                    return task.result()
-                if not self.upstream.healthy:
-                    raise UpstreamUnreachable("the link went down while waiting for an answer")
-        done, _ = await asyncio.wait({task}, timeout=settings.fallback_after)
-        while not done:
-            if not self.upstream.recently_ok():
-                raise _Fallback()
-            done, _ = await asyncio.wait({task}, timeout=settings.probe_interval)
-        return task.result()
-
-    def _json_headers(self, request: web.Request) -> dict[str, str]:
-        headers = dict(forward.upstream_headers(request.headers))
-        headers["Accept"] = JSON
-        if "gzip" not in request.headers.get("Accept-Encoding", ""):
-            headers["Accept-Encoding"] = "identity"  # else aiohttp asks for gzip itself
-        return headers
-
     # -- get ---------------------------------------------------------------------------
 
     async def _get(
         self, request: web.Request, info: RequestInfo, rt: ResourceType
     ) -> tuple[web.StreamResponse, str]:
         choice = negotiate(request.headers.get("Accept"), target="object", rt=rt)
-        chain = await self._chain(request, info)
+        chain = await self.chain(request, info)
         cached = self.cache.find_object(rt, info.namespace, info.name)
         if self.upstream.healthy:
             try:
-                if not self._as_json(choice, chain):
+                if not self.as_json(choice, chain):
                     headers = forward.upstream_headers(request.headers)
-                    resp = await self._forward_read(request, headers, cached=cached is not None)
+                    resp = await self.reads.forward(request, headers, cached=cached is not None)
                     async with resp:
                         relayed = await forward.relay(
-                            request, resp, on_bytes=self._count_bytes("upstream")
+                            request, resp, on_bytes=self.count_bytes("upstream")
                         )
                         return relayed, "upstream"
-                resp = await self._forward_read(
-                    request, self._json_headers(request), cached=cached is not None
+                resp = await self.reads.forward(
+                    request, json_headers(request), cached=cached is not None
                 )
                 async with resp:
                     if resp.status != 200:
                         relayed = await forward.relay(
-                            request, resp, on_bytes=self._count_bytes("upstream")
+                            request, resp, on_bytes=self.count_bytes("upstream")
                         )
                         return relayed, "upstream"
                     wire = await resp.read()
@@ -395,7 +321,7 @@ class ProxyRouter:
                 if shown is not record:
                     body = with_type_meta(shown.raw, rt.kind, rt.api_version)
                 return self._object_response(request, rt, body, choice, "upstream"), "upstream"
-            except (_Fallback, UpstreamUnreachable):
+            except (Fallback, UpstreamUnreachable):
                 pass
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.warning("upstream sent a malformed object for %s: %s", request.path, exc)
@@ -406,7 +332,7 @@ class ProxyRouter:
         if cached is None:
             cached = await self.cache.find_object_on_disk(rt, info.namespace, info.name)
         if cached is None:
-            raise _offline(f'{rt.resource} "{info.name}"')
+            raise offline(f'{rt.resource} "{info.name}"')
         self._not_older_than(request, rt, cached)
         shown = self.filters.filter_one(chain, cached)
         if shown is None:
@@ -433,7 +359,7 @@ class ProxyRouter:
         if wanted > known:
             raise status.too_large_resource_version(wanted, known)
 
-    async def _chain(self, request: web.Request, info: RequestInfo) -> Chain:
+    async def chain(self, request: web.Request, info: RequestInfo) -> Chain:
         """The request's filter chain, its inputs synced (briefly awaited while online)."""
         chain = self.filters.chain_for(
             request.headers.get("User-Agent", ""), info.resource, info.verb
@@ -443,7 +369,7 @@ class ProxyRouter:
             await self.filters.prepare(chain, wait)
         return chain
 
-    def _as_json(self, choice: MediaChoice, chain: Chain) -> bool:
+    def as_json(self, choice: MediaChoice, chain: Chain) -> bool:
         """Whether to ask upstream for JSON (and render the client's form here).
 
         JSON answers are cached. Table and PartialObjectMetadata are forwarded
@@ -463,7 +389,7 @@ class ProxyRouter:
         self, request: web.Request, rt: ResourceType, raw: bytes, choice: MediaChoice, served: str
     ) -> web.StreamResponse:
         if choice.form == "json":
-            return self._send(request, raw, JSON, served)
+            return self.send(request, raw, JSON, served)
         obj = msgspec.json.decode(raw)
         if choice.form == "table":
             include = include_object_option(request.query.get("includeObject"))
@@ -480,213 +406,12 @@ class ProxyRouter:
             raise status.not_acceptable(
                 "edge-proxy serves cached objects as JSON, Table or PartialObjectMetadata"
             )
-        return self._send(request, msgspec.json.encode(doc), JSON, served)
+        return self.send(request, msgspec.json.encode(doc), JSON, served)
 
-    def _send(
+    def send(
         self, request: web.Request, body: bytes, content_type: str, served: str
     ) -> web.StreamResponse:
         return respond(request, body, self.metrics, served, content_type)
-
-    # -- list --------------------------------------------------------------------------
-
-    def _cache_first(self, rt: ResourceType) -> bool:
-        return (
-            self.settings.consistency == "cache-first"
-            or rt.resource in self.settings.cache_first_resources
-        )
-
-    async def _list(
-        self, request: web.Request, info: RequestInfo, rt: ResourceType, opts: ListOptions
-    ) -> tuple[web.StreamResponse, str]:
-        labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
-        choice = negotiate(request.headers.get("Accept"), target="list", rt=rt)
-        scope = Scope.of(rt, info.namespace, labels, fields)
-        semantics = list_semantics(opts)
-        chain = await self._chain(request, info)
-        store = self.cache.covering(scope, rt)
-        if store is None and (
-            not self.upstream.healthy or semantics != "most_recent" or self._cache_first(rt)
-        ):
-            store = await self.cache.covering_or_load(scope, rt)
-        view = None if store is None else self.filters.view_for(store, chain)
-        if (
-            store is not None
-            and view is not None
-            and self.upstream.healthy
-            and self._serve_locally(rt, view, semantics, opts)
-        ):
-            self.cache.reflector_for(store)
-            await self._read_your_writes(rt, store)
-            return await self.local.serve(
-                request, info, view, opts, labels, fields, choice, semantics
-            ), "cache"
-        if self.upstream.healthy:
-            try:
-                return await self._forward_list(
-                    request, info, rt, scope, opts, choice, chain, cached=store is not None
-                ), "upstream"
-            except (_Fallback, UpstreamUnreachable):
-                pass
-        if view is None:
-            store = await self.cache.covering_or_load(scope, rt)
-            view = None if store is None else self.filters.view_for(store, chain)
-        if view is None:
-            raise _offline(f"a list of {rt.resource}")
-        return await self.local.serve(
-            request, info, view, opts, labels, fields, choice, semantics, "offline"
-        ), "offline"
-
-    def _serve_locally(
-        self, rt: ResourceType, store: ScopeStore, semantics: str, opts: ListOptions
-    ) -> bool:
-        if opts.continue_token:
-            return False
-        if semantics == "any":
-            return True
-        if semantics == "not_older_than":
-            try:
-                return store.rv >= int(opts.resource_version or "0")
-            except ValueError:
-                return False
-        if semantics == "most_recent" and self._cache_first(rt):
-            reflector = self.cache.reflectors.get(store.scope)
-            return reflector is not None and reflector.synced.is_set()
-        return False
-
-    async def _forward_list(
-        self,
-        request: web.Request,
-        info: RequestInfo,
-        rt: ResourceType,
-        scope: Scope,
-        opts: ListOptions,
-        choice: MediaChoice,
-        chain: Chain,
-        *,
-        cached: bool,
-    ) -> web.StreamResponse:
-        if not self._as_json(choice, chain):
-            resp = await self._forward_read(
-                request, forward.upstream_headers(request.headers), cached=cached
-            )
-            async with resp:
-                return await forward.relay(request, resp, on_bytes=self._count_bytes("upstream"))
-        resp = await self._forward_read(request, self._json_headers(request), cached=cached)
-        upstream_bytes = self.metrics.upstream_bytes.labels("list").inc
-        try:
-            async with resp:
-                encoding = resp.headers.get("Content-Encoding", "")
-                if resp.status != 200:
-                    raw_body = await resp.read()
-                    upstream_bytes(len(raw_body))
-                    return web.Response(
-                        body=raw_body,
-                        status=resp.status,
-                        headers=forward.client_headers(resp.headers),
-                    )
-                # Item by item: never the whole body and its items at once.
-                listed = await read_list(resp.content.iter_any(), encoding, upstream_bytes)
-            view = listed.view
-            rv = parse_rv(view.metadata.resourceVersion)
-            complete = not opts.continue_token and not view.metadata.continue_
-            known = self.cache.stores.get(scope)
-            exact = list_semantics(opts) == "exact"
-            if (
-                complete
-                and known is not None
-                and known.synced
-                and known.rv == rv
-                and not (chain and exact)
-            ):
-                # The store already holds exactly this state (its reflector keeps
-                # it current): no need to look at the items again.
-                known.touch()
-                if self.cache.note_list(scope):
-                    self.cache.reflector_for(known)
-                known.bytes_from_upstream += listed.wire_bytes
-                if not chain and choice.form == "json":
-                    known.bytes_served += listed.wire_bytes
-                    return await self._send_listed(request, listed, encoding)
-                # Filtered or rendered: the store's memoized answer is this list's.
-                labels, fields = known.scope.labels(), known.scope.fields()
-                return await self.local.serve(
-                    request,
-                    info,
-                    self.filters.view_for(known, chain),
-                    opts,
-                    labels,
-                    fields,
-                    choice,
-                    list_semantics(opts),
-                    "upstream",
-                )
-            records = records_of(rt, listed)
-        except BadUpstreamBody as exc:
-            log.warning("upstream list for %s is malformed: %s", request.path, exc)
-            raise status.internal_error(
-                f"the cloud apiserver sent a malformed list: {exc}"
-            ) from exc
-        if complete and not self.cache.covered_by_broader(scope, rt, rv):
-            store = self.cache.store_for(scope, rt)
-            first = listed.first_item()
-            if first is not None:
-                store.typed_items = first.startswith(b'{"kind"')
-            store.replace(records, rv)
-            store.touch()
-            store.bytes_from_upstream += listed.wire_bytes
-            if self.cache.note_list(scope):
-                self.cache.reflector_for(store)
-            self.cache.enforce()
-            await self.cache.settle()
-            if store.rv < rv <= store.applied_rv:
-                # The answer is a state the proxy now keeps: sent once the journal
-                # has it, so no restart can bring the proxy back older (store.py).
-                await store.wait_for_rv(rv, self.settings.rv_wait)
-            if chain and store.rv == rv and list_semantics(opts) != "exact":
-                # The filtered view follows the store: its answer is this list, filtered.
-                return await self.local.serve(
-                    request,
-                    info,
-                    self.filters.view_for(store, chain),
-                    opts,
-                    store.scope.labels(),
-                    store.scope.fields(),
-                    choice,
-                    list_semantics(opts),
-                    "upstream",
-                )
-        shown = [r for r in map(partial(self.filters.filter_one, chain), records.values()) if r]
-        if choice.form != "json":
-            return self.local.render(
-                request,
-                rt,
-                view.metadata.resourceVersion,
-                view.metadata.continue_,
-                shown,
-                choice,
-                "upstream",
-            )
-        if not chain:
-            del records, shown  # the items live on in the store (or go now)
-            return await self._send_listed(request, listed, encoding)
-        filtered = list_body(
-            view.kind,
-            view.apiVersion,
-            view.metadata.resourceVersion,
-            (r.raw for r in shown),
-            continue_token=view.metadata.continue_,
-            remaining_item_count=view.metadata.remainingItemCount,
-        )
-        return self._send(request, filtered, JSON, "upstream")
-
-    async def _send_listed(
-        self, request: web.Request, listed: UpstreamList, encoding: str
-    ) -> web.StreamResponse:
-        """An upstream list passed on byte for byte, as upstream encoded it."""
-        self.metrics.client_bytes.labels("upstream").inc(listed.wire_bytes)
-        return await forward.send_parts(
-            request, listed.body_parts(), listed.wire_bytes, _list_headers(encoding)
-        )
 
     # -- watch -------------------------------------------------------------------------
 
@@ -699,7 +424,7 @@ class ProxyRouter:
         store = await self.cache.covering_or_load(scope, rt)
         if store is None:
             if not self.upstream.healthy:
-                raise _offline(f"a watch of {rt.resource}")
+                raise offline(f"a watch of {rt.resource}")
             store = self.cache.store_for(scope, rt)
         with self.cache.using(store):  # not evicted while the watch is set up and served
             return await self._watch_store(request, info, rt, opts, store, (labels, fields), choice)
@@ -721,7 +446,7 @@ class ProxyRouter:
         rv_text = opts.resource_version or ""
         seed = int(rv_text) if rv_text.isdigit() and rv_text != "0" else None
         reflector = self.cache.reflector_for(store, seed_rv=seed)
-        chain = await self._chain(request, info)
+        chain = await self.chain(request, info)
         if self.upstream.healthy:
             if not store.synced:
                 try:
@@ -731,7 +456,7 @@ class ProxyRouter:
                         f"edge-proxy could not sync {rt.resource} from the cloud in time",
                         retry_after=1,
                     ) from None
-            await self._read_your_writes(rt, store)
+            await self.read_your_writes(rt, store)
         return await serve_watch(
             request,
             self.filters.view_for(store, chain),
@@ -745,21 +470,6 @@ class ProxyRouter:
             link_up=self.upstream.healthy,
             budget=self.cache.watch_budget,
         )
-
-
-def _discard(task: asyncio.Future[aiohttp.ClientResponse]) -> None:
-    """Cancel an upstream read, or release its response if it already arrived."""
-    if not task.done():
-        task.cancel()
-    elif not task.cancelled() and task.exception() is None:
-        task.result().release()
-
-
-def _list_headers(encoding: str) -> dict[str, str]:
-    headers = {"Content-Type": JSON}
-    if encoding:
-        headers["Content-Encoding"] = encoding
-    return headers
 
 
 def _is_upgrade(request: web.Request) -> bool:
