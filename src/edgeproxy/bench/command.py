@@ -138,7 +138,7 @@ def run(
     targets: tuple[str, ...] = TARGETS,
     sizes: Sizes | None = None,
     peers: tuple[str, ...] = (),
-    peer_runs: int = 1,
+    peer_runs: int | None = None,
 ) -> int:
     """Run `suites` (all when empty) against `against`; write the report to `out`.
 

@@ -112,7 +112,7 @@ def _kubernetes_service_ip(control: ControlPlane) -> str | None:
     return None
 
 
-def _issue(
+def issue(
     control: ControlPlane,
     common_name: str,
     orgs: tuple[str, ...],
@@ -192,12 +192,12 @@ class YurtHub:
         pki = self.root / "pki"
         pki.mkdir(parents=True, exist_ok=True)
         node_cn = f"system:node:{self.node}"
-        client = _issue(self.control, node_cn, (YURTHUB_ORG, NODES_GROUP), server=False)
+        client = issue(self.control, node_cn, (YURTHUB_ORG, NODES_GROUP), server=False)
         ips = ["127.0.0.1", DUMMY_IF_IP]
         svc_ip = _kubernetes_service_ip(self.control)
         if svc_ip:
             ips.append(svc_ip)
-        serving = _issue(
+        serving = issue(
             self.control, node_cn, (NODES_GROUP,), server=True, ips=tuple(ips), dns=SERVER_DNS
         )
         for name, pem in (("yurthub-current.pem", client), ("yurthub-server-current.pem", serving)):
@@ -223,6 +223,15 @@ class YurtHub:
         ConfigMap and its filters' informers are synced, YurtHub answers
         every client 503.
         """
+        t0 = time.monotonic()
+        self.spawn()
+        ready = self.wait_ready(timeout)
+        if ready is None:
+            raise RuntimeError(f"yurthub not ready after {timeout:.0f} s:\n{self.log()}")
+        return time.monotonic() - t0
+
+    def spawn(self) -> None:
+        """Start the process (from what its root dir holds: certificates, disk cache)."""
         args = [
             str(self.bin),
             f"--node-name={self.node}",
@@ -246,17 +255,20 @@ class YurtHub:
             "--profiling=false",
             "--v=2",
         ]
-        t0 = time.monotonic()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = t0 + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"yurthub exited with {self.proc.returncode}:\n{self.log()}")
+
+    def wait_ready(self, timeout: float) -> float | None:
+        """Seconds until /v1/readyz answers 200, or None after `timeout`; raises if it exits."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc is None or self.proc.poll() is not None:
+                code = None if self.proc is None else self.proc.returncode
+                raise RuntimeError(f"yurthub exited with {code}:\n{self.log()}")
             if self.healthy():
                 return time.monotonic() - t0
             time.sleep(0.2)
-        raise RuntimeError(f"yurthub not healthy after {timeout:.0f} s:\n{self.log()}")
+        return None
 
     def healthy(self) -> bool:
         try:

@@ -119,12 +119,26 @@ class EdgeNode:
         )
         return time.monotonic() - t0
 
-    def node_ready(self) -> bool:
+    def node_ready(self, since: datetime | None = None) -> bool:
+        """Node Ready=True in the cloud (with a heartbeat no older than `since`'s second)."""
         status, body = self.control.request("GET", f"/api/v1/nodes/{self.name}")
         if status != 200:
             return False
         conditions = json.loads(body)["status"].get("conditions", [])
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        for c in conditions:
+            if c["type"] != "Ready" or c["status"] != "True":
+                continue
+            if since is None:
+                return True
+            # RFC 3339 to the second: a heartbeat in the restore's own second counts.
+            beat = datetime.fromisoformat(c["lastHeartbeatTime"].replace("Z", "+00:00"))
+            return beat >= since.astimezone(UTC).replace(microsecond=0)
+        return False
+
+    def restart_kubelet(self) -> None:
+        """Stop the hollow kubelet and start it again (its pods are in the cloud, or a cache)."""
+        self.kubelet.stop()
+        self.kubelet.start()
 
     def running_pods(self) -> int:
         status, body = self.control.request("GET", f"/api/v1/namespaces/{self.ns}/pods")

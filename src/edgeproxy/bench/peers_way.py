@@ -1,0 +1,140 @@
+"""One way into the cloud for the peers bench: the process in between (if any) and its identity.
+
+The peers bench runs every target side by side on one control plane, each
+behind its own counting relay, so what kube-apiserver's audit log says
+happened must be told apart per target: each target reaches the cloud as a
+user of its own (a client certificate `bench:<target>` issued from the
+control plane's CA, in group system:masters like the admin; YurtHub as the
+node identity its certificate managers want). `Way` starts the target,
+restarts it in place (edge-proxy from its journal, YurtHub from its disk
+cache: the same directories), and says which audit users are its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import urllib.request
+from pathlib import Path
+
+from edgeproxy.bench import peers
+from edgeproxy.bench.baselines import MODE_ARGS
+from edgeproxy.bench.procstat import ProcGroup
+from edgeproxy.controlplane import ControlPlane
+from edgeproxy.link import LinkRelay
+from edgeproxy.testing import ProxyProcess
+
+ADMIN_GROUP = "system:masters"
+# The admin identity's token: the informer program takes a token, not a
+# certificate, so the direct informers are the admin (python-made requests,
+# the bench's own, are told apart by User-Agent).
+ADMIN_USER = "admin"
+
+
+def _identity_kubeconfig(control: ControlPlane, server: str, user: str, path: Path) -> Path:
+    """A kubeconfig for `server` as `user` (a client certificate only, no token)."""
+    pem = peers.issue(control, user, (ADMIN_GROUP,), server=False)
+    cut = pem.index(b"-----BEGIN EC PRIVATE KEY-----")
+    ca = base64.b64encode(control.bundle.ca_cert.read_bytes()).decode()
+    cert, key = (base64.b64encode(part).decode() for part in (pem[:cut], pem[cut:]))
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: cloud\n  cluster:\n    server: {server}\n"
+        f"    certificate-authority-data: {ca}\n"
+        f"users:\n- name: {user}\n  user:\n"
+        f"    client-certificate-data: {cert}\n    client-key-data: {key}\n"
+        f"contexts:\n- name: cloud\n  context: {{cluster: cloud, user: {user}}}\n"
+        "current-context: cloud\n"
+    )
+    path.chmod(0o600)
+    return path
+
+
+class Way:
+    """Target `name` in front of `link`: its URL for the node's clients, its process, its users."""
+
+    def __init__(
+        self, name: str, control: ControlPlane, link: LinkRelay, workdir: Path, node: str
+    ) -> None:
+        self.name = name
+        self.proxy: ProxyProcess | None = None
+        self.hub: peers.YurtHub | None = None
+        self.token: str | None = None
+        self.ca_file: Path | None = None
+        self.procs: ProcGroup | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        user = f"bench:{name}"
+        through = _identity_kubeconfig(
+            control, link.url("https"), user, workdir / "through-link.kubeconfig"
+        )
+        self.users = frozenset({user})
+        if name == "direct":
+            self.url, self.kubeconfig = link.url("https"), through
+            self.token, self.ca_file = control.token, control.ca_file
+            self.users = frozenset({user, ADMIN_USER})
+        elif name in MODE_ARGS:
+            self.proxy = ProxyProcess(through, *MODE_ARGS[name], workdir=workdir / "proxy")
+            self.url, self.kubeconfig = self.proxy.url, self.proxy.kubeconfig
+        elif name == "yurthub":
+            self.hub = peers.YurtHub(control, link.url("https"), workdir, node)
+            self.users = frozenset({f"system:node:{node}"})
+            self.url = self.hub.url
+            self.kubeconfig = workdir / "yurthub-client.kubeconfig"
+            self.kubeconfig.write_text(
+                "apiVersion: v1\nkind: Config\n"
+                f"clusters:\n- name: hub\n  cluster:\n    server: {self.url}\n"
+                "users:\n- name: node\n  user: {}\n"
+                "contexts:\n- name: hub\n  context: {cluster: hub, user: node}\n"
+                "current-context: hub\n"
+            )
+        else:
+            raise ValueError(f"unknown target {name!r}")
+        self._measure()
+
+    def _measure(self) -> None:
+        proc = self.proxy.proc if self.proxy else self.hub.proc if self.hub else None
+        self.procs = ProcGroup(proc.pid) if proc is not None else None
+
+    @property
+    def has_process(self) -> bool:
+        return self.proxy is not None or self.hub is not None
+
+    def restart(self) -> None:
+        """Stop the process in between and start it again on the same directories
+        (edge-proxy: its journal and cache; YurtHub: its disk cache and certificates).
+        Returns once it runs, not once it serves: `serving()` says that. Direct: nothing."""
+        if self.proxy is not None:
+            self.proxy.stop()
+            # start() waits for /healthz; a proxy that does not answer offline
+            # is what the bench measures, not an error (one that exits is).
+            with contextlib.suppress(RuntimeError):
+                self.proxy.start(timeout=2)
+            if self.proxy.proc is not None and self.proxy.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited after its restart:\n{self.proxy.log()}")
+        elif self.hub is not None:
+            self.hub.stop()
+            self.hub.spawn()
+        self._measure()
+
+    def serving(self) -> bool:
+        """Whether the process in between answers its readiness check (direct: always)."""
+        if self.hub is not None:
+            return self.hub.healthy()
+        if self.proxy is not None:
+            try:
+                with urllib.request.urlopen(self.proxy.admin_url + "/healthz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+        return True
+
+    def log(self) -> str:
+        if self.proxy is not None:
+            return self.proxy.log()
+        return self.hub.log() if self.hub is not None else ""
+
+    def close(self) -> None:
+        if self.proxy is not None:
+            self.proxy.close()
+        if self.hub is not None:
+            self.hub.stop()
