@@ -44,15 +44,19 @@ async def stream_watch(
     duration: float,
     bookmark: Callable[[], bytes | None] | None,
     bookmark_interval: float,
-    convert: FrameConverter = lambda frame: frame,
+    convert: FrameConverter | None = None,
     gate: Callable[[], Awaitable[None]] = _no_gate,
     idle_check: float = 5.0,
-    on_frame: Callable[[int], None] | None = None,
+    on_sent: Callable[[int], None] | None = None,
 ) -> None:
     """Stream until the deadline, watcher close, or client disconnect.
 
     `bookmark()` returns a BOOKMARK frame (or None when none can be promised
-    yet); `gate` is awaited before each write (the simulator's black-hole).
+    yet); `convert` rewrites each frame (None: JSON, sent as queued); `gate`
+    is awaited before each write (the simulator's black-hole). `on_sent(n)`
+    is told the bytes written since its last call, every `idle_check`
+    seconds and at the end: not per write, where a metrics update per
+    watcher per event was 3% of fan-out.
     """
     deadline = time.monotonic() + duration
     interval = bookmark_interval
@@ -60,14 +64,22 @@ async def stream_watch(
     next_bookmark = time.monotonic() + min(interval, max(duration - 2, 0.0))
     transport = request.transport
 
+    sent = 0  # bytes written not yet reported to on_sent
+
     async def write(frame: bytes) -> None:
-        await write_raw(convert(frame))
+        await write_raw(frame if convert is None else convert(frame))
 
     async def write_raw(data: bytes) -> None:
+        nonlocal sent
         await gate()
         await resp.write(data)
-        if on_frame is not None:
-            on_frame(len(data))
+        sent += len(data)
+
+    def report() -> None:
+        nonlocal sent
+        if on_sent is not None and sent:
+            on_sent(sent)
+        sent = 0
 
     # One timer wakes the writer for the deadline, a bookmark or an idle check,
     # re-armed only when that time changes: a timeout per wait (a timer made and
@@ -90,8 +102,10 @@ async def stream_watch(
                 # What is queued goes out in one write (up to WRITE_BATCH): one
                 # syscall per burst instead of one per event keeps fan-out latency low.
                 batch = watcher.take(WRITE_BATCH)
+                if convert is not None:
+                    batch = [convert(frame) for frame in batch]
                 try:
-                    await write_raw(b"".join([convert(frame) for frame in batch]))
+                    await write_raw(b"".join(batch))
                 finally:
                     watcher.sent()
             if watcher.closed and not watcher.pending:
@@ -103,6 +117,7 @@ async def stream_watch(
                 if transport is None or transport.is_closing():
                     break  # the client went away while nothing was sent
                 next_check = now + idle_check
+                report()
             if bookmark is not None and now >= next_bookmark:
                 mark = bookmark()
                 if mark is not None:
@@ -128,15 +143,16 @@ async def stream_watch(
     finally:
         if timer is not None:
             timer.cancel()
+        report()
         watcher.finish()
 
 
-def _batches(frames: Iterable[bytes], convert: FrameConverter) -> Iterator[bytes]:
+def _batches(frames: Iterable[bytes], convert: FrameConverter | None) -> Iterator[bytes]:
     """`frames`, converted, joined into pieces of about WRITE_BATCH bytes."""
     batch: list[bytes] = []
     size = 0
     for frame in frames:
-        data = convert(frame)
+        data = frame if convert is None else convert(frame)
         batch.append(data)
         size += len(data)
         if size >= WRITE_BATCH:

@@ -37,6 +37,11 @@ class WatchFrameConverter:
         self.include_object = include_object
         self.first = True
 
+    @property
+    def passthrough(self) -> bool:
+        """Whether frames go out as they are (JSON): the writer then skips the call."""
+        return self.choice.form == "json"
+
     def __call__(self, frame: bytes) -> bytes:
         if self.choice.form == "json":
             return frame

@@ -124,7 +124,7 @@ async def serve_watch(
 
         counter = metrics.client_bytes.labels("cache")
 
-        def on_frame(size: int) -> None:
+        def on_sent(size: int) -> None:
             counter.inc(size)
             store.bytes_served += size
 
@@ -136,8 +136,8 @@ async def serve_watch(
             duration=timeout,
             bookmark=make_bookmark if opts.allow_watch_bookmarks else None,
             bookmark_interval=settings.bookmark_interval,
-            convert=convert,
-            on_frame=on_frame,
+            convert=None if convert.passthrough else convert,
+            on_sent=on_sent,
         )
         return resp
     finally:

@@ -566,7 +566,7 @@ class SimApp:
             duration=duration,
             bookmark=make_bookmark if opts.allow_watch_bookmarks else None,
             bookmark_interval=self.settings.bookmark_interval,
-            convert=converter,
+            convert=None if converter.passthrough else converter,
             gate=self.faults.wait_open,
             idle_check=self.settings.idle_check_seconds,
         )
