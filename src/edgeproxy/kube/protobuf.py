@@ -26,7 +26,22 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from edgeproxy.kube.protoschema import SCALARS, SCHEMA, Field, message_for
+from edgeproxy.kube.goduration import format_duration
+from edgeproxy.kube.protoschema import (
+    DURATION,
+    FIELDS_V1,
+    INT_OR_STRING,
+    MICRO_TIME,
+    QUANTITY,
+    RAW_EXTENSION,
+    SCALARS,
+    SCHEMA,
+    TIME,
+    TYPE_META,
+    WRAPPERS,
+    Field,
+    message_for,
+)
 from edgeproxy.kube.status import bad_request, unsupported_media_type
 
 MAGIC: Final = b"k8s\x00"
@@ -56,7 +71,7 @@ def decode_object(body: bytes) -> dict[str, Any]:
     raw = b""
     for number, wire, value in _fields(body[len(MAGIC) :], "runtime.Unknown"):
         if number == 1:
-            meta = _decode(_span(value, wire, "runtime.Unknown", 1), "TypeMeta", "")
+            meta = _decode(_span(value, wire, "runtime.Unknown", 1), TYPE_META, "")
             api_version, kind = meta.get("apiVersion", ""), meta.get("kind", "")
         elif number == 2:
             raw = _span(value, wire, "runtime.Unknown", 2)
@@ -200,9 +215,29 @@ def _decode(buf: bytes, message: str, kind: str) -> dict[str, Any]:
                 previous.update(item)  # a repeated sub-message merges, as in Go
             elif field.type in SCALARS and not field.keep_zero and item in ("", 0):
                 out.pop(field.name, None)  # Go always writes these; JSON omits them
+            elif field.omitzero and item in (None, {}, [], ""):
+                out.pop(field.name, None)  # omitzero: JSON leaves the zero struct out
             else:
                 out[field.name] = item
+    for field in _NULLABLE.get(message, ()):
+        if field.name not in out:
+            out[field.name] = None  # a nil slice or map without omitempty is JSON null
     return out
+
+
+_NULLABLE: Final[dict[str, tuple[Field, ...]]] = {
+    message: nullable
+    for message, fields in SCHEMA.items()
+    if (
+        nullable := tuple(
+            f
+            for f in fields.values()
+            if f.keep_zero
+            and not f.pointer
+            and (f.label in ("rep", "map") or (f.label == "one" and f.type in ("bytes", "json")))
+        )
+    )
+}
 
 
 def _value(
@@ -211,6 +246,8 @@ def _value(
     if field.type in SCALARS:
         return _scalar(field.type, wire, value, message, number)
     decoded = _decode(_span(value, wire, message, number), field.type, kind)
+    if field.type in WRAPPERS:
+        return decoded.get("items", [])
     convert = _CONVERTERS.get(field.type)
     return convert(decoded) if convert else decoded
 
@@ -229,6 +266,8 @@ def _map_entry(buf: bytes, field: Field, message: str, kind: str) -> tuple[str, 
     if item is None:  # an absent value is the type's zero value
         if field.type in SCALARS:
             item = _ZERO.get(field.type, "")
+        elif field.type in WRAPPERS:
+            item = []
         else:
             convert = _CONVERTERS.get(field.type)
             item = convert({}) if convert else {}
@@ -273,11 +312,13 @@ def _int_or_string(value: dict[str, Any]) -> int | str:
 
 _CONVERTERS: Final[dict[str, Callable[[dict[str, Any]], Any]]] = {
     # metav1.Time is RFC 3339 in whole seconds, MicroTime keeps microseconds.
-    "Time": _time(micro=False),
-    "MicroTime": _time(micro=True),
-    "Quantity": lambda q: str(q.get("string", "0")),
-    "IntOrString": _int_or_string,
-    "FieldsV1": lambda f: f.get("Raw", {}),
+    TIME: _time(micro=False),
+    MICRO_TIME: _time(micro=True),
+    DURATION: lambda d: format_duration(int(d.get("duration", 0))),
+    QUANTITY: lambda q: str(q.get("string", "0")),
+    INT_OR_STRING: _int_or_string,
+    FIELDS_V1: lambda f: f.get("Raw", {}),
+    RAW_EXTENSION: lambda r: r.get("raw"),
 }
 
 __all__ = ["CONTENT_TYPE", "MAGIC", "decode_object"]
