@@ -257,6 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
         "disconnected (default 64Mi)",
     )
     serve.add_argument(
+        "--max-protobuf-cache-bytes",
+        metavar="SIZE",
+        help="memory for the protobuf forms of cached objects and watch events, served to "
+        "clients that ask for protobuf (default 32Mi; least recently used go first)",
+    )
+    serve.add_argument(
+        "--serve-protobuf",
+        type=_true_or_false,
+        metavar="true|false",
+        help="answer protobuf to clients that prefer it for built-in kinds, as kube-apiserver "
+        "does (default true; false: JSON to everyone)",
+    )
+    serve.add_argument(
         "--max-connections",
         type=int,
         metavar="N",

@@ -77,6 +77,9 @@ class ServeConfig:
     # What one client watch, and all of them together, may have queued before
     # the slowest is disconnected (it re-watches from its last RV).
     max_watcher_queue_bytes: ByteSize = ByteSize(budget.DEFAULT_WATCHER_BYTES)
+    # Protobuf forms of cached objects for clients that prefer protobuf (protoforms.py).
+    max_protobuf_cache_bytes: ByteSize = ByteSize(32 * 1024 * 1024)
+    serve_protobuf: bool = True
     max_watcher_queues_total_bytes: ByteSize = ByteSize(budget.DEFAULT_WATCHERS_BYTES)
     # Client connections open at once (server/connections.py; lowered to fit the
     # open-file limit). A node's components use tens; 4,096 leaves ample room
@@ -129,6 +132,8 @@ _KEYS: Mapping[str, str] = {
     "maxCacheBytes": "max_cache_bytes",
     "maxMemoryCacheBytes": "max_memory_cache_bytes",
     "maxWatcherQueueBytes": "max_watcher_queue_bytes",
+    "maxProtobufCacheBytes": "max_protobuf_cache_bytes",
+    "serveProtobuf": "serve_protobuf",
     "maxWatcherQueuesTotalBytes": "max_watcher_queues_total_bytes",
     "maxConnections": "max_connections",
     "requestHeaderTimeout": "request_header_timeout",

@@ -161,3 +161,35 @@ def test_request_content_type_415(header: str) -> None:
         "the body of the request was in an unknown format - accepted media types include: "
         "application/json, application/yaml, application/vnd.kubernetes.protobuf"
     )
+
+
+# -- protobuf, for the kinds that have it (the proxy passes protobuf=True for built-ins)
+
+
+@pytest.mark.parametrize("target", ["object", "list"])
+def test_client_go_gets_protobuf_for_builtin_kinds(target: str) -> None:
+    choice = negotiate(CLIENT_GO, target=target, rt=PODS, protobuf=True)  # type: ignore[arg-type]
+    assert choice == MediaChoice("protobuf", "application/vnd.kubernetes.protobuf")
+
+
+def test_protobuf_watch_content_type_names_the_stream() -> None:
+    choice = negotiate(CLIENT_GO, target="watch", rt=PODS, protobuf=True)
+    assert choice.content_type == "application/vnd.kubernetes.protobuf;stream=watch"
+
+
+def test_first_acceptable_clause_wins_json_first_is_json() -> None:
+    accept = "application/json, application/vnd.kubernetes.protobuf"
+    assert negotiate(accept, target="list", rt=PODS, protobuf=True).form == "json"
+    assert negotiate("*/*", target="list", rt=PODS, protobuf=True).form == "json"
+
+
+def test_no_protobuf_kind_falls_back_to_json_or_406() -> None:
+    # A CRD: kube-apiserver's CRD handler has no protobuf serializer.
+    assert negotiate(CLIENT_GO, target="list", rt=PODS, protobuf=False).form == "json"
+    with pytest.raises(StatusError) as info:
+        negotiate("application/vnd.kubernetes.protobuf", target="list", rt=PODS, protobuf=False)
+    assert info.value.code == 406
+
+
+def test_protobuf_metadata_conversion_is_answered_by_the_next_clause() -> None:
+    assert negotiate(METADATA_LIST, target="list", rt=PODS, protobuf=True).form == "partial"

@@ -28,9 +28,15 @@ sec. 7). The rules mirror apiserver/pkg/endpoints/handlers/negotiation:
   accepted by negotiation but fails when the response is transformed, with a
   406 naming the internal Go type, e.g. `(*core.PodList)`.
 
-Deliberate differences: protobuf clauses are skipped (we only produce
-JSON/YAML, and every Kubernetes client that asks for protobuf also accepts
-JSON); the as/list mismatch above is raised here, before the object is read,
+Protobuf is chosen, as kube-apiserver does, when the first acceptable clause
+names it and the resource is a built-in kind (`protobuf=True`: the caller has
+the kind's table); for other kinds (CRDs) protobuf clauses are skipped, so a
+client that also accepts JSON gets JSON and one that accepts only protobuf
+gets the 406, as from kube-apiserver's CRD handler. A Table cannot be
+protobuf there either; a protobuf PartialObjectMetadata conversion is skipped
+here (answered as the next clause says).
+
+Deliberate differences: the as/list mismatch above is raised here, before the object is read,
 so it wins over a 404 that kube-apiserver would report first; a watch asking
 for PartialObjectMetadataList gets that 406 instead of kube-apiserver's empty
 stream (its watch encoder fails and closes the connection).
@@ -45,7 +51,7 @@ from typing import Literal
 from edgeproxy.kube.resources import ResourceType
 from edgeproxy.kube.status import not_acceptable, unsupported_media_type
 
-Form = Literal["json", "yaml", "table", "partial"]
+Form = Literal["json", "yaml", "table", "partial", "protobuf"]
 Target = Literal["object", "list", "watch"]
 
 JSON = "application/json"
@@ -95,6 +101,8 @@ class MediaChoice:
 
 
 JSON_CHOICE = MediaChoice("json", JSON)
+PROTOBUF_CHOICE = MediaChoice("protobuf", PROTOBUF)
+PROTOBUF_WATCH_CHOICE = MediaChoice("protobuf", PROTOBUF + ";stream=watch")
 
 
 @dataclass(slots=True)
@@ -211,12 +219,19 @@ def _choice(
     return MediaChoice("yaml" if media == YAML else "json", media)
 
 
-def negotiate(accept: str | None, *, target: Target, rt: ResourceType | None = None) -> MediaChoice:
+def negotiate(
+    accept: str | None,
+    *,
+    target: Target,
+    rt: ResourceType | None = None,
+    protobuf: bool = False,
+) -> MediaChoice:
     """Choose the response representation for `Accept`, or raise 406.
 
     `target` is what the request returns: one object (get/create/update/...),
     a list, or a watch stream. `rt` only names the Go type in the as/list
-    mismatch message.
+    mismatch message. `protobuf`: the caller can answer this resource in
+    protobuf (a built-in kind).
     """
     if not accept:
         return JSON_CHOICE
@@ -228,7 +243,9 @@ def negotiate(accept: str | None, *, target: Target, rt: ResourceType | None = N
             if not ok:
                 continue
             if media == PROTOBUF:
-                continue  # we cannot produce it: look at the client's next choice
+                if protobuf and not kind:
+                    return PROTOBUF_WATCH_CHOICE if target == "watch" else PROTOBUF_CHOICE
+                continue  # no protobuf for this kind (or form): the client's next choice
             if target == "watch" and media not in _STREAMING:
                 raise not_acceptable(_NOT_ACCEPTABLE_STREAM)
             return _choice(media, kind, version, target, rt)
@@ -259,6 +276,7 @@ __all__ = [
     "JSON",
     "JSON_CHOICE",
     "PROTOBUF",
+    "PROTOBUF_CHOICE",
     "YAML",
     "MediaChoice",
     "negotiate",

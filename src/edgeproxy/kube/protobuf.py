@@ -100,6 +100,34 @@ def decode_object(body: bytes) -> dict[str, Any]:
     return obj
 
 
+def decode_watch_frames(stream: bytes) -> tuple[list[tuple[str, dict[str, Any]]], bytes]:
+    """Split a protobuf watch stream into (type, object) events and the unread tail.
+
+    Each frame is a 4-byte big-endian length and a bare metav1.WatchEvent (no
+    magic, no envelope) whose object is an enveloped object.
+    """
+    events: list[tuple[str, dict[str, Any]]] = []
+    pos = 0
+    while pos + 4 <= len(stream):
+        size = int.from_bytes(stream[pos : pos + 4], "big")
+        if pos + 4 + size > len(stream):
+            break
+        raw = stream[pos + 4 : pos + 4 + size]
+        pos += 4 + size
+        event_type, obj = "", b""
+        for number, wire, value in _fields(raw, "WatchEvent"):
+            if number == 1:
+                event_type = _scalar("string", wire, value, "WatchEvent", 1)
+            elif number == 2:
+                for inner, inner_wire, inner_value in _fields(
+                    _span(value, wire, "WatchEvent", 2), "RawExtension"
+                ):
+                    if inner == 1:
+                        obj = _span(inner_value, inner_wire, "RawExtension", 1)
+        events.append((event_type, decode_object(obj)))
+    return events, stream[pos:]
+
+
 # -- the wire format -------------------------------------------------------
 
 
@@ -321,4 +349,4 @@ _CONVERTERS: Final[dict[str, Callable[[dict[str, Any]], Any]]] = {
     RAW_EXTENSION: lambda r: r.get("raw"),
 }
 
-__all__ = ["CONTENT_TYPE", "MAGIC", "decode_object"]
+__all__ = ["CONTENT_TYPE", "MAGIC", "decode_object", "decode_watch_frames"]

@@ -17,8 +17,8 @@ map entries sorted by key; metav1.Time as {seconds, nanos} (zero time: an
 empty message), MicroTime with microseconds, Duration as nanoseconds,
 Quantity as its string, IntOrString as {type, intVal, strVal}, RawExtension
 and FieldsV1 as their raw JSON bytes, []byte as the base64-decoded bytes.
-A watch event is a 4-byte big-endian length and a `k8s\\x00` envelope of a
-metav1.WatchEvent whose object is the object's own enveloped bytes.
+A watch frame is a 4-byte big-endian length and a bare metav1.WatchEvent
+(no magic, no envelope) whose object is the object's own enveloped bytes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -35,10 +35,12 @@ from edgeproxy.kube.protoschema import (
     DURATION,
     FIELDS_V1,
     INT_OR_STRING,
+    LIST_META,
     MICRO_TIME,
     QUANTITY,
     RAW_EXTENSION,
     SCHEMA,
+    STATUS,
     TIME,
     WRAPPERS,
     Field,
@@ -113,13 +115,52 @@ def encode_message(message: str, obj: dict[str, Any]) -> bytes:
         raise EncodeError(f"{message}: {err}") from err
 
 
-def watch_frame(event_type: str, enveloped_object: bytes, api_version: str = "v1") -> bytes:
-    """One protobuf watch frame: length prefix + enveloped metav1.WatchEvent."""
+def status_body(status_json: bytes) -> bytes:
+    """A metav1.Status (its JSON form) as kube-apiserver answers it to protobuf clients."""
+    return envelope("v1", "Status", encode_message(STATUS, json.loads(status_json)))
+
+
+def list_body(
+    api_version: str,
+    list_kind: str,
+    resource_version: str,
+    items: Iterable[bytes],
+    *,
+    continue_token: str = "",
+    remaining_item_count: int | None = None,
+) -> bytes:
+    """A `<Kind>List` answer around already-encoded item messages, joined once.
+
+    A list message is {1 metadata ListMeta, 2 items repeated}: each item is a
+    tag, a varint length and the item's own message bytes.
+    """
+    meta: dict[str, Any] = {"resourceVersion": resource_version}
+    if continue_token:
+        meta["continue"] = continue_token
+        if remaining_item_count is not None:
+            meta["remainingItemCount"] = remaining_item_count
+    parts = [length_delimited(1, _message(LIST_META, meta))]
+    size = len(parts[0])
+    for item in items:
+        head = b"\x12" + varint(len(item))
+        parts.append(head)
+        parts.append(item)
+        size += len(head) + len(item)
+    type_meta = length_delimited(1, api_version.encode()) + length_delimited(2, list_kind.encode())
+    head = MAGIC + length_delimited(1, type_meta) + b"\x12" + varint(size)
+    return b"".join([head, *parts, b"\x1a\x00\x22\x00"])
+
+
+def watch_frame(event_type: str, enveloped_object: bytes) -> bytes:
+    """One protobuf watch frame: a 4-byte big-endian length and a metav1.WatchEvent.
+
+    The stream serializer writes the event raw (no magic, no envelope: it is
+    apimachinery's protobuf RawSerializer); the object inside is enveloped.
+    """
     event = length_delimited(1, event_type.encode()) + length_delimited(
         2, length_delimited(1, enveloped_object)
     )
-    body = envelope(api_version, "WatchEvent", event)
-    return len(body).to_bytes(4, "big") + body
+    return len(event).to_bytes(4, "big") + event
 
 
 # -- messages ------------------------------------------------------------------
@@ -273,6 +314,8 @@ __all__ = [
     "encode_object",
     "envelope",
     "length_delimited",
+    "list_body",
+    "status_body",
     "varint",
     "watch_frame",
 ]

@@ -34,6 +34,8 @@ INT_OR_STRING: Final = "intstr.IntOrString"
 RAW_EXTENSION: Final = "runtime.RawExtension"
 TYPE_META: Final = "runtime.TypeMeta"
 WATCH_EVENT: Final = "meta.v1.WatchEvent"
+LIST_META: Final = "meta.v1.ListMeta"
+STATUS: Final = "meta.v1.Status"
 
 
 class Field(NamedTuple):
@@ -91,11 +93,13 @@ __all__ = [
     "DURATION",
     "FIELDS_V1",
     "INT_OR_STRING",
+    "LIST_META",
     "MICRO_TIME",
     "QUANTITY",
     "RAW_EXTENSION",
     "SCALARS",
     "SCHEMA",
+    "STATUS",
     "TIME",
     "TYPE_META",
     "WATCH_EVENT",

@@ -29,7 +29,7 @@ from edgeproxy.errors import UpstreamUnreachable
 from edgeproxy.filters.base import Chain
 from edgeproxy.kube import status
 from edgeproxy.kube.fields import parse_selectors
-from edgeproxy.kube.negotiation import MediaChoice, negotiate
+from edgeproxy.kube.negotiation import MediaChoice
 from edgeproxy.kube.request import ListOptions, RequestInfo, list_semantics
 from edgeproxy.kube.resources import ResourceType
 from edgeproxy.kube.wire import list_body
@@ -67,7 +67,7 @@ class Lists:
         self, request: web.Request, info: RequestInfo, rt: ResourceType, opts: ListOptions
     ) -> tuple[web.StreamResponse, str]:
         labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
-        choice = negotiate(request.headers.get("Accept"), target="list", rt=rt)
+        choice = self.router.negotiate(request, "list", rt)
         scope = Scope.of(rt, info.namespace, labels, fields)
         semantics = list_semantics(opts)
         chain = await self.router.chain(request, info)
@@ -146,6 +146,8 @@ class Lists:
         try:
             async with resp:
                 encoding = resp.headers.get("Content-Encoding", "")
+                if resp.status != 200 and choice.form == "protobuf":
+                    return await self.router.relay_status(request, resp)
                 if resp.status != 200:
                     raw_body = await resp.read()
                     upstream_bytes(len(raw_body))
@@ -212,8 +214,13 @@ class Lists:
                 # The answer is a state the proxy now keeps: sent once the journal
                 # has it, so no restart can bring the proxy back older (store.py).
                 await store.wait_for_rv(rv, self.settings.rv_wait)
-            if chain and store.rv == rv and list_semantics(opts) != "exact":
-                # The filtered view follows the store: its answer is this list, filtered.
+            if (
+                (chain or choice.form == "protobuf")
+                and store.rv == rv
+                and list_semantics(opts) != "exact"
+            ):
+                # The (filtered) view follows the store: its answer is this list,
+                # filtered, and its protobuf form is memoized there.
                 return await self.local.serve(
                     request,
                     info,
@@ -235,6 +242,7 @@ class Lists:
                 shown,
                 choice,
                 "upstream",
+                remaining=view.metadata.remainingItemCount,
             )
         if not chain:
             del records, shown  # the items live on in the store (or go now)

@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import web
 
 from edgeproxy.cache.memo import BodyMemo
+from edgeproxy.cache.protoforms import EncodeError, ProtobufForms
 from edgeproxy.cache.store import ScopeStore
 from edgeproxy.kube import status
 from edgeproxy.kube.continuetoken import decode_continue, expired_continue
@@ -50,9 +51,10 @@ def respond(
 
 
 class LocalLists:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, protobuf: ProtobufForms | None = None) -> None:
         self.metrics = metrics
         self.memo = BodyMemo()
+        self.protobuf = protobuf or ProtobufForms()
 
     async def serve(
         self,
@@ -143,6 +145,8 @@ class LocalLists:
                     continue_token=page.continue_token,
                     remaining_item_count=page.remaining,
                 )
+            elif choice.form == "protobuf":
+                body = self._protobuf_body(rt, rv, page.continue_token, page.items, page.remaining)
             else:
                 now = datetime.fromtimestamp(second, UTC) if second else None
                 body = self._render_body(
@@ -151,7 +155,7 @@ class LocalLists:
             if gzip_ok and len(body) > GZIP_MIN:
                 body = gzip.compress(body, compresslevel=1)
             self.memo.put(memo_key, body)
-        headers = {"Content-Type": JSON}
+        headers = {"Content-Type": choice.content_type if choice.form == "protobuf" else JSON}
         if body.startswith(_GZIP_MAGIC):
             headers["Content-Encoding"] = "gzip"
         self.metrics.client_bytes.labels(served).inc(len(body))
@@ -167,10 +171,37 @@ class LocalLists:
         items: list[ObjectRecord],
         choice: MediaChoice,
         served: str,
+        remaining: int | None = None,
     ) -> web.StreamResponse:
+        if choice.form == "protobuf":
+            body = self._protobuf_body(rt, rv, token, items, remaining)
+            return respond(request, body, self.metrics, served, choice.content_type)
         include = request.query.get("includeObject", "")
         body = self._render_body(rt, rv, token, items, choice, include)
         return respond(request, body, self.metrics, served)
+
+    def _protobuf_body(
+        self,
+        rt: ResourceType,
+        rv: str,
+        token: str,
+        items: list[ObjectRecord],
+        remaining: int | None,
+    ) -> bytes:
+        """A list in protobuf: the items' memoized messages joined (protoforms.py)."""
+        try:
+            return self.protobuf.list_body(
+                rt,
+                rv,
+                [r.raw for r in items],
+                continue_token=token,
+                remaining_item_count=remaining,
+            )
+        except EncodeError as exc:
+            raise status.internal_error(
+                f"edge-proxy cannot encode this {rt.kind} list as protobuf ({exc}); "
+                "ask for application/json"
+            ) from exc
 
     @staticmethod
     def _render_body(

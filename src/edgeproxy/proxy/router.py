@@ -16,15 +16,18 @@ The decisions follow ARCHITECTURE.md sec. 3:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
 
+import aiohttp
 import msgspec
 from aiohttp import web
 
 from edgeproxy.cache.listing import decompress
 from edgeproxy.cache.manager import CacheManager
+from edgeproxy.cache.protoforms import EncodeError, ProtobufForms
 from edgeproxy.cache.rawcache import raw_key
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore
@@ -33,13 +36,15 @@ from edgeproxy.filters.base import Chain
 from edgeproxy.kube import status
 from edgeproxy.kube.fields import FieldSelector, parse_selectors
 from edgeproxy.kube.labels import LabelSelector
-from edgeproxy.kube.negotiation import MediaChoice, negotiate
+from edgeproxy.kube.negotiation import PROTOBUF, MediaChoice, Target, negotiate
 from edgeproxy.kube.objects import (
     ObjectRecord,
     record_from_bytes,
     strip_type_meta,
     with_type_meta,
 )
+from edgeproxy.kube.protoencoder import status_body
+from edgeproxy.kube.protoschema import is_builtin
 from edgeproxy.kube.request import (
     ListOptions,
     RequestInfo,
@@ -74,9 +79,21 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 
 
-def error_response(err: StatusError) -> web.Response:
+def error_response(err: StatusError, accept: str | None = None) -> web.Response:
+    """The Status of a failed request, in protobuf when the client prefers it.
+
+    kube-apiserver negotiates an error's Status like any built-in object:
+    client-go's typed clients (and a protobuf-only client's 406) get protobuf.
+    """
+    body, content_type = err.body(), JSON
+    if accept and PROTOBUF in accept:
+        try:
+            if negotiate(accept, target="object", protobuf=True).form == "protobuf":
+                body, content_type = status_body(body), PROTOBUF
+        except StatusError:
+            pass  # nothing acceptable: JSON, as kube-apiserver falls back to
     return web.Response(
-        body=err.body(), status=err.code, headers={"Content-Type": JSON, **err.headers()}
+        body=body, status=err.code, headers={"Content-Type": content_type, **err.headers()}
     )
 
 
@@ -97,7 +114,8 @@ class ProxyRouter:
         self.filters = filters
         self.metrics = metrics
         self.settings = settings or ProxySettings()
-        self.local = LocalLists(metrics)
+        self.protobuf = ProtobufForms(self.settings.protobuf_cache_bytes)
+        self.local = LocalLists(metrics, self.protobuf)
         # Read-your-writes: the newest RV a write through the proxy returned, per
         # (group, version, resource, namespace): a namespaced scope never sees the
         # events of other namespaces, so it must not wait for their writes.
@@ -115,9 +133,10 @@ class ProxyRouter:
             verb, resource = info.verb, info.resource
             resp, served = await self._route(request, info)
         except StatusError as err:
-            resp, served = error_response(err), "proxy"
+            resp, served = error_response(err, self._error_accept(request)), "proxy"
         except UpstreamUnreachable as exc:
-            resp, served = error_response(self._unreachable(request, str(exc))), "proxy"
+            unreachable = self._unreachable(request, str(exc))
+            resp, served = error_response(unreachable, self._error_accept(request)), "proxy"
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:  # never a traceback to a client
@@ -126,6 +145,23 @@ class ProxyRouter:
         self.metrics.requests.labels(verb, resource, str(resp.status), served).inc()
         self.metrics.request_seconds.labels(verb, served).observe(time.monotonic() - started)
         return resp
+
+    async def relay_status(
+        self, request: web.Request, resp: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        """Upstream's error answer (asked as JSON) in the protobuf its client asked for."""
+        wire = await resp.read()
+        self.count_bytes("upstream")(len(wire))
+        body = decompress(resp.headers.get("Content-Encoding", ""), wire)
+        headers = forward.client_headers(resp.headers)
+        headers.pop("Content-Encoding", None)
+        headers.pop("Content-Length", None)
+        with contextlib.suppress(ValueError, EncodeError):  # not a Status: as it came
+            body, headers["Content-Type"] = status_body(body), PROTOBUF
+        return web.Response(body=body, status=resp.status, headers=headers)
+
+    def _error_accept(self, request: web.Request) -> str | None:
+        return request.headers.get("Accept") if self.settings.serve_protobuf else None
 
     def _unreachable(self, request: web.Request, detail: str) -> StatusError:
         retry = self.settings.offline_retry_after
@@ -288,7 +324,7 @@ class ProxyRouter:
     async def _get(
         self, request: web.Request, info: RequestInfo, rt: ResourceType
     ) -> tuple[web.StreamResponse, str]:
-        choice = negotiate(request.headers.get("Accept"), target="object", rt=rt)
+        choice = self.negotiate(request, "object", rt)
         chain = await self.chain(request, info)
         cached = self.cache.find_object(rt, info.namespace, info.name)
         if self.upstream.healthy:
@@ -306,6 +342,8 @@ class ProxyRouter:
                 )
                 async with resp:
                     if resp.status != 200:
+                        if choice.form == "protobuf":
+                            return await self.relay_status(request, resp), "upstream"
                         relayed = await forward.relay(
                             request, resp, on_bytes=self.count_bytes("upstream")
                         )
@@ -320,7 +358,8 @@ class ProxyRouter:
                     raise status.not_found(rt.resource, info.name, rt.group)
                 if shown is not record:
                     body = with_type_meta(shown.raw, rt.kind, rt.api_version)
-                return self._object_response(request, rt, body, choice, "upstream"), "upstream"
+                answer = self._object_response(request, rt, body, choice, "upstream", shown)
+                return answer, "upstream"
             except (Fallback, UpstreamUnreachable):
                 pass
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -338,7 +377,7 @@ class ProxyRouter:
         if shown is None:
             raise status.not_found(rt.resource, info.name, rt.group)
         raw = with_type_meta(shown.raw, rt.kind, rt.api_version)
-        return self._object_response(request, rt, raw, choice, "offline"), "offline"
+        return self._object_response(request, rt, raw, choice, "offline", shown), "offline"
 
     def _not_older_than(self, request: web.Request, rt: ResourceType, record: ObjectRecord) -> None:
         """A get with an RV asks for a state not older than it (sec. 2.1).
@@ -369,6 +408,11 @@ class ProxyRouter:
             await self.filters.prepare(chain, wait)
         return chain
 
+    def negotiate(self, request: web.Request, target: Target, rt: ResourceType) -> MediaChoice:
+        """The client's representation; protobuf for built-in kinds when it prefers it."""
+        protobuf = self.settings.serve_protobuf and is_builtin(rt.api_version, rt.kind)
+        return negotiate(request.headers.get("Accept"), target=target, rt=rt, protobuf=protobuf)
+
     def as_json(self, choice: MediaChoice, chain: Chain) -> bool:
         """Whether to ask upstream for JSON (and render the client's form here).
 
@@ -383,11 +427,29 @@ class ProxyRouter:
                 f"edge-proxy filters ({chain.key}) apply to this client: "
                 "ask for JSON, Table or PartialObjectMetadata"
             )
-        return choice.form == "json" or (bool(chain) and choice.form in ("table", "partial"))
+        # Protobuf is encoded here from the JSON the cache keeps (protoforms.py).
+        return choice.form in ("json", "protobuf") or (
+            bool(chain) and choice.form in ("table", "partial")
+        )
 
     def _object_response(
-        self, request: web.Request, rt: ResourceType, raw: bytes, choice: MediaChoice, served: str
+        self,
+        request: web.Request,
+        rt: ResourceType,
+        raw: bytes,
+        choice: MediaChoice,
+        served: str,
+        record: ObjectRecord,
     ) -> web.StreamResponse:
+        if choice.form == "protobuf":
+            try:
+                body = self.protobuf.object_body(rt, record.raw)
+            except EncodeError as exc:
+                # A newer upstream's object our tables cannot hold: JSON, which
+                # every protobuf-asking client also decodes, rather than nothing.
+                log.warning("answering %s as JSON: %s", request.path, exc)
+                return self.send(request, raw, JSON, served)
+            return self.send(request, body, choice.content_type, served)
         if choice.form == "json":
             return self.send(request, raw, JSON, served)
         obj = msgspec.json.decode(raw)
@@ -419,7 +481,7 @@ class ProxyRouter:
         self, request: web.Request, info: RequestInfo, rt: ResourceType, opts: ListOptions
     ) -> web.StreamResponse:
         labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
-        choice = negotiate(request.headers.get("Accept"), target="watch", rt=rt)
+        choice = self.negotiate(request, "watch", rt)
         scope = Scope.of(rt, info.namespace, labels, fields)
         store = await self.cache.covering_or_load(scope, rt)
         if store is None:
@@ -469,6 +531,7 @@ class ProxyRouter:
             metrics=self.metrics,
             link_up=self.upstream.healthy,
             budget=self.cache.watch_budget,
+            protobuf=self.protobuf,
         )
 
 

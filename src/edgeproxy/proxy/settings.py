@@ -34,3 +34,8 @@ class ProxySettings:
     # After a (re)start, how long a read with a cached answer waits for the
     # first probe to confirm the link before answering from the cache.
     startup_probe_wait: float = 0.2
+    # Answer protobuf to clients that prefer it for built-in kinds, as
+    # kube-apiserver does (client-go's typed clients decode it far cheaper).
+    serve_protobuf: bool = True
+    # Memoized protobuf forms of cached objects and watch frames (bytes).
+    protobuf_cache_bytes: int = 32 * 1024 * 1024

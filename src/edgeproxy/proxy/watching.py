@@ -16,11 +16,13 @@ import contextlib
 import itertools
 import random
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 
 from aiohttp import web
 
 from edgeproxy.cache.broadcast import WatchBudget, Watcher
+from edgeproxy.cache.protoforms import ProtobufForms
 from edgeproxy.cache.store import ScopeStore, TooOld
 from edgeproxy.cache.streaming import stream_watch
 from edgeproxy.kube import status
@@ -53,6 +55,7 @@ async def serve_watch(
     metrics: Metrics,
     link_up: bool,
     budget: WatchBudget,
+    protobuf: ProtobufForms | None = None,
 ) -> web.StreamResponse:
     rt = store.rt
     store.touch()
@@ -83,7 +86,12 @@ async def serve_watch(
     if opts.send_initial_events or legacy_initial:
         # The state now, as references: each frame is encoded as it is written,
         # so a client that does not read pins no copy of the whole state.
-        initial = _added_frames(rt, [r for r in store.objects.values() if watcher.matches(r)])
+        records = [r for r in store.objects.values() if watcher.matches(r)]
+        if choice.form == "protobuf" and protobuf is not None:
+            forms = protobuf
+            initial = (forms.added_frame(rt, r.raw) for r in records)
+        else:
+            initial = _added_frames(rt, records)
         if opts.send_initial_events and opts.allow_watch_bookmarks:
             end = bookmark(rt.kind, rt.api_version, str(max(store.rv, min_rv)), initial_end=True)
             initial = itertools.chain(initial, (end,))
@@ -100,7 +108,8 @@ async def serve_watch(
         store.watchers.add(watcher)
     metrics.watchers.inc()
     try:
-        resp = web.StreamResponse(status=200, headers={"Content-Type": JSON})
+        content_type = choice.content_type if choice.form == "protobuf" else JSON
+        resp = web.StreamResponse(status=200, headers={"Content-Type": content_type})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         include = (
@@ -108,9 +117,12 @@ async def serve_watch(
             if choice.form == "table"
             else "Metadata"
         )
-        convert = WatchFrameConverter(rt, choice, include)
+        convert: Callable[[bytes], bytes] = WatchFrameConverter(rt, choice, include)
+        if choice.form == "protobuf" and protobuf is not None:
+            # One protobuf frame per event, shared by every protobuf watcher.
+            convert = partial(protobuf.frame, rt)
         if expired is not None:
-            await resp.write(expired.watch_event())
+            await resp.write(convert(expired.watch_event()))
             await resp.write_eof()
             return resp
         timeout = float(opts.timeout_seconds or 0)

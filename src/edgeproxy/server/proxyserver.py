@@ -185,6 +185,8 @@ class ProxyServer:
                 consistency="cache-first" if cfg.consistency == "cache-first" else "strict",
                 cache_first_resources=frozenset(cfg.cache_first_resources),
                 bookmark_interval=cfg.bookmark_interval,
+                serve_protobuf=cfg.serve_protobuf,
+                protobuf_cache_bytes=cfg.max_protobuf_cache_bytes,
             ),
             authorizer=self.authorizer,
         )
