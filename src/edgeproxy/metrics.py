@@ -233,6 +233,18 @@ class Metrics:
             "edgeproxy_filter_views", "Filtered views (scope x filter chain) held", registry=r
         )
         self.reflectors = Gauge("edgeproxy_reflectors", "Running upstream reflectors", registry=r)
+        self.protobuf_encoded = RunningCount(
+            "edgeproxy_protobuf_encoded",
+            "Objects and watch frames encoded as protobuf for clients that prefer it "
+            "(once per object version; hits are served from memory)",
+            ["result"],
+            registry=r,
+        )
+        self.protobuf_cache_bytes = Gauge(
+            "edgeproxy_protobuf_cache_bytes",
+            "Bytes of memoized protobuf forms (and the JSON they were encoded from)",
+            registry=r,
+        )
         self.journal_errors = RunningCount(
             "edgeproxy_journal_errors", "Journal write errors", registry=r
         )

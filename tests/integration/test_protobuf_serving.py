@@ -137,6 +137,15 @@ def test_watch_frames_decode_to_upstreams(module_cloud: Cloud, setup: ProxyProce
     )
     key = lambda e: str(e[1]["metadata"]["name"])  # noqa: E731
     assert sorted(ours, key=key) == sorted((e for e in theirs if key(e) != "hidden-c"), key=key)
+    # The watch's initial events reused the messages the lists encoded.
+    metrics = setup.admin("/metrics")
+    assert 'edgeproxy_protobuf_encoded_total{result="memoized"}' in metrics
+    memoized = next(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith('edgeproxy_protobuf_encoded_total{result="memoized"}')
+    )
+    assert memoized > 0
     # A watch from an RV older than the kept history gets the 410 ERROR event.
     _, expired = _watch(setup.url, f"{CM}?watch=1&resourceVersion=1&timeoutSeconds=2", CLIENT_GO)
     assert [(t, o["code"]) for t, o in expired] == [("ERROR", 410)]

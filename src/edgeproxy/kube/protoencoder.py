@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from edgeproxy.kube.goduration import parse_duration
+from edgeproxy.kube.negotiation import JSON, PROTOBUF, negotiate
 from edgeproxy.kube.protoschema import (
     DURATION,
     FIELDS_V1,
@@ -46,6 +47,7 @@ from edgeproxy.kube.protoschema import (
     Field,
     message_for,
 )
+from edgeproxy.kube.status import StatusError
 
 MAGIC: Final = b"k8s\x00"
 _MASK64: Final = (1 << 64) - 1
@@ -118,6 +120,22 @@ def encode_message(message: str, obj: dict[str, Any]) -> bytes:
 def status_body(status_json: bytes) -> bytes:
     """A metav1.Status (its JSON form) as kube-apiserver answers it to protobuf clients."""
     return envelope("v1", "Status", encode_message(STATUS, json.loads(status_json)))
+
+
+def negotiated_status(status_json: bytes, accept: str | None) -> tuple[bytes, str]:
+    """A failed request's Status body and Content-Type, as kube-apiserver negotiates it.
+
+    Status is a built-in kind: a client whose first acceptable clause is
+    protobuf (client-go's typed clients, a protobuf-only client's 406) gets
+    it in protobuf; everyone else, and anything unacceptable, gets JSON.
+    """
+    if accept and PROTOBUF in accept:
+        try:
+            if negotiate(accept, target="object", protobuf=True).form == "protobuf":
+                return status_body(status_json), PROTOBUF
+        except (StatusError, EncodeError, ValueError):
+            pass
+    return status_json, JSON
 
 
 def list_body(
@@ -315,6 +333,7 @@ __all__ = [
     "envelope",
     "length_delimited",
     "list_body",
+    "negotiated_status",
     "status_body",
     "varint",
     "watch_frame",

@@ -43,7 +43,7 @@ from edgeproxy.kube.objects import (
     strip_type_meta,
     with_type_meta,
 )
-from edgeproxy.kube.protoencoder import status_body
+from edgeproxy.kube.protoencoder import negotiated_status, status_body
 from edgeproxy.kube.protoschema import is_builtin
 from edgeproxy.kube.request import (
     ListOptions,
@@ -80,18 +80,8 @@ JSON = "application/json"
 
 
 def error_response(err: StatusError, accept: str | None = None) -> web.Response:
-    """The Status of a failed request, in protobuf when the client prefers it.
-
-    kube-apiserver negotiates an error's Status like any built-in object:
-    client-go's typed clients (and a protobuf-only client's 406) get protobuf.
-    """
-    body, content_type = err.body(), JSON
-    if accept and PROTOBUF in accept:
-        try:
-            if negotiate(accept, target="object", protobuf=True).form == "protobuf":
-                body, content_type = status_body(body), PROTOBUF
-        except StatusError:
-            pass  # nothing acceptable: JSON, as kube-apiserver falls back to
+    """The Status of a failed request, in protobuf when the client prefers it."""
+    body, content_type = negotiated_status(err.body(), accept)
     return web.Response(
         body=body, status=err.code, headers={"Content-Type": content_type, **err.headers()}
     )

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgeproxy.cache import inventory
 from edgeproxy.cache.manager import CacheManager
+from edgeproxy.cache.protoforms import ProtobufForms
 from edgeproxy.metrics import Metrics
 from edgeproxy.upstream.pool import Upstream
 
@@ -42,6 +43,7 @@ def admin_app(
     metrics: Metrics,
     journal_stats: Callable[[], dict[str, Any]],
     filters_debug: Callable[[], Any] | None = None,
+    protobuf: ProtobufForms | None = None,
 ) -> web.Application:
     started = time.monotonic()
 
@@ -94,6 +96,10 @@ def admin_app(
         metrics.watch_queue_budget_bytes.labels("total").set(queues["budgetBytes"])
         metrics.watchers_disconnected.labels("slow").set(queues["disconnectedSlow"])
         metrics.watchers_disconnected.labels("over-budget").set(queues["disconnectedOverBudget"])
+        if protobuf is not None:
+            metrics.protobuf_encoded.labels("encoded").set(protobuf.encoded)
+            metrics.protobuf_encoded.labels("memoized").set(protobuf.hits)
+            metrics.protobuf_cache_bytes.set(protobuf.bytes)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -229,7 +229,14 @@ class ProxyServer:
             )
 
         stats = self.journal.stats if self.journal is not None else self._no_journal
-        admin = admin_app(self.upstream, self.cache, self.metrics, stats, self.filters.debug)
+        admin = admin_app(
+            self.upstream,
+            self.cache,
+            self.metrics,
+            stats,
+            self.filters.debug,
+            protobuf=self.router.protobuf,
+        )
         admin_listener = Listener(
             admin, ListenerLimits("admin", openfiles.ADMIN_MAX_CONNECTIONS), access_log=None
         )

@@ -12,22 +12,26 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import msgspec
 import yaml
 from aiohttp import web
 
+from edgeproxy.cache.protoforms import ProtobufForms
 from edgeproxy.cache.streaming import stream_watch
 from edgeproxy.kube import status
 from edgeproxy.kube.continuetoken import decode_continue, expired_continue
 from edgeproxy.kube.fields import FieldSelector, parse_selectors
 from edgeproxy.kube.labels import LabelSelector
-from edgeproxy.kube.negotiation import MediaChoice, negotiate
+from edgeproxy.kube.negotiation import MediaChoice, Target, negotiate
 from edgeproxy.kube.objects import ObjectRecord, object_key, with_type_meta
 from edgeproxy.kube.paging import select_page
+from edgeproxy.kube.protoencoder import negotiated_status
+from edgeproxy.kube.protoschema import is_builtin
 from edgeproxy.kube.render import WatchFrameConverter, render_list
 from edgeproxy.kube.request import (
     ListOptions,
@@ -83,9 +87,11 @@ def _json_response(body: bytes, code: int = 200, content_type: str = JSON) -> we
     return web.Response(body=body, status=code, headers={"Content-Type": content_type})
 
 
-def error_response(err: StatusError) -> web.Response:
-    headers = {"Content-Type": JSON, **err.headers()}
-    return web.Response(body=err.body(), status=err.code, headers=headers)
+def error_response(err: StatusError, accept: str | None = None) -> web.Response:
+    """The Status, in protobuf to a client that prefers it (as kube-apiserver)."""
+    body, content_type = negotiated_status(err.body(), accept)
+    headers = {"Content-Type": content_type, **err.headers()}
+    return web.Response(body=body, status=err.code, headers=headers)
 
 
 def _encode(obj: Any) -> bytes:
@@ -109,6 +115,8 @@ class SimApp:
         self.settings = settings or SimSettings()
         self.server_address = server_address
         self.watch_tasks: set[asyncio.Task[Any]] = set()
+        # Protobuf answers for built-in kinds, each object version encoded once.
+        self.protobuf = ProtobufForms()
 
     # -- entry -------------------------------------------------------------
 
@@ -124,15 +132,16 @@ class SimApp:
         Lets a test change upstream state (create/update/delete) while the API
         port is black-holed, i.e. "the cloud changed during the outage".
         """
+        accept = request.headers.get("Accept")
         try:
             return await self._dispatch(request)
         except StatusError as err:
-            return error_response(err)
+            return error_response(err, accept)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:  # never leak a traceback to the client
             log.exception("unhandled error serving %s %s", request.method, request.path_qs)
-            return error_response(status.internal_error(type(exc).__name__))
+            return error_response(status.internal_error(type(exc).__name__), accept)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         query: Mapping[str, str] = request.query
@@ -335,7 +344,10 @@ class SimApp:
     def _object_response(
         self, request: web.Request, rt: ResourceType, raw: bytes, code: int = 200
     ) -> web.Response:
-        choice = negotiate(request.headers.get("Accept"), target="object", rt=rt)
+        choice = self._negotiate(request, "object", rt)
+        if choice.form == "protobuf":
+            body = self.protobuf.object_body(rt, raw)
+            return _json_response(body, code, choice.content_type)
         if choice.form == "json":
             return _json_response(raw, code)
         obj = msgspec.json.decode(raw)
@@ -357,6 +369,12 @@ class SimApp:
             )
         return _json_response(_encode(doc), code, choice.content_type)
 
+    @staticmethod
+    def _negotiate(request: web.Request, target: Target, rt: ResourceType) -> MediaChoice:
+        # kube-apiserver has protobuf for built-in kinds only (not CRDs).
+        builtin = is_builtin(rt.api_version, rt.kind)
+        return negotiate(request.headers.get("Accept"), target=target, rt=rt, protobuf=builtin)
+
     async def _await_rv(self, rv: int) -> None:
         """The watch cache's waitUntilFreshAndBlock: up to 3 s, then 504 (sec. 2.1)."""
         if not await self.store.wait_for_rv(rv, self.settings.rv_wait_seconds):
@@ -375,7 +393,7 @@ class SimApp:
         self, request: web.Request, rt: ResourceType, info: RequestInfo, opts: ListOptions
     ) -> web.StreamResponse:
         labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
-        choice = negotiate(request.headers.get("Accept"), target="list", rt=rt)
+        choice = self._negotiate(request, "list", rt)
         res = self.store.resource(rt)
         semantics = list_semantics(opts)
         # Continue keys are relative to the list's prefix, like etcd keys under
@@ -435,6 +453,15 @@ class SimApp:
         token: str,
         remaining: int | None,
     ) -> web.Response:
+        if choice.form == "protobuf":
+            body = self.protobuf.list_body(
+                rt,
+                rv,
+                [r.raw for r in items],
+                continue_token=token,
+                remaining_item_count=remaining,
+            )
+            return _json_response(body, content_type=choice.content_type)
         if choice.form == "json":
             body = list_body(
                 rt.list_kind,
@@ -474,7 +501,7 @@ class SimApp:
         self, request: web.Request, rt: ResourceType, info: RequestInfo, opts: ListOptions
     ) -> web.StreamResponse:
         labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
-        choice = negotiate(request.headers.get("Accept"), target="watch", rt=rt)
+        choice = self._negotiate(request, "watch", rt)
         res = self.store.resource(rt)
         namespace = info.namespace if rt.namespaced else ""
         watcher = Watcher(rt, namespace, labels, fields, self.settings.watcher_buffer_bytes)
@@ -541,7 +568,11 @@ class SimApp:
         resp = web.StreamResponse(status=200, headers={"Content-Type": choice.content_type})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
-        converter = WatchFrameConverter(rt, choice, _include_object(request))
+        converter: Callable[[bytes], bytes] = WatchFrameConverter(
+            rt, choice, _include_object(request)
+        )
+        if choice.form == "protobuf":
+            converter = partial(self.protobuf.frame, rt)  # one frame per event, shared
         if expired is not None:
             await resp.write(converter(expired.watch_event()))
             await resp.write_eof()
