@@ -145,7 +145,7 @@ def test_watch_frames_decode_to_upstreams(module_cloud: Cloud, setup: ProxyProce
         for line in metrics.splitlines()
         if line.startswith('edgeproxy_protobuf_encoded_total{result="memoized"}')
     )
-    assert memoized > 0
+    assert memoized > 0, metrics[-3000:]
     # A watch from an RV older than the kept history gets the 410 ERROR event.
     _, expired = _watch(setup.url, f"{CM}?watch=1&resourceVersion=1&timeoutSeconds=2", CLIENT_GO)
     assert [(t, o["code"]) for t, o in expired] == [("ERROR", 410)]

@@ -54,7 +54,7 @@ class LocalLists:
     def __init__(self, metrics: Metrics, protobuf: ProtobufForms | None = None) -> None:
         self.metrics = metrics
         self.memo = BodyMemo()
-        self.protobuf = protobuf or ProtobufForms()
+        self.protobuf = protobuf if protobuf is not None else ProtobufForms()
 
     async def serve(
         self,
