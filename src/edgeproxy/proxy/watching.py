@@ -117,12 +117,14 @@ async def serve_watch(
             if choice.form == "table"
             else "Metadata"
         )
-        convert: Callable[[bytes], bytes] = WatchFrameConverter(rt, choice, include)
+        rendered = WatchFrameConverter(rt, choice, include)
+        convert: Callable[[bytes], bytes] | None = None if rendered.passthrough else rendered
         if choice.form == "protobuf" and protobuf is not None:
             # One protobuf frame per event, shared by every protobuf watcher.
             convert = partial(protobuf.frame, rt)
         if expired is not None:
-            await resp.write(convert(expired.watch_event()))
+            error = expired.watch_event()
+            await resp.write(error if convert is None else convert(error))
             await resp.write_eof()
             return resp
         timeout = float(opts.timeout_seconds or 0)
@@ -148,7 +150,7 @@ async def serve_watch(
             duration=timeout,
             bookmark=make_bookmark if opts.allow_watch_bookmarks else None,
             bookmark_interval=settings.bookmark_interval,
-            convert=None if convert.passthrough else convert,
+            convert=convert,
             on_sent=on_sent,
         )
         return resp

@@ -568,13 +568,13 @@ class SimApp:
         resp = web.StreamResponse(status=200, headers={"Content-Type": choice.content_type})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
-        converter: Callable[[bytes], bytes] = WatchFrameConverter(
-            rt, choice, _include_object(request)
-        )
+        rendered = WatchFrameConverter(rt, choice, _include_object(request))
+        converter: Callable[[bytes], bytes] | None = None if rendered.passthrough else rendered
         if choice.form == "protobuf":
             converter = partial(self.protobuf.frame, rt)  # one frame per event, shared
         if expired is not None:
-            await resp.write(converter(expired.watch_event()))
+            error = expired.watch_event()
+            await resp.write(error if converter is None else converter(error))
             await resp.write_eof()
             return resp
         # Unset or 0 means minRequestTimeout * (1 + rand), as kube-apiserver does.
@@ -597,7 +597,7 @@ class SimApp:
             duration=duration,
             bookmark=make_bookmark if opts.allow_watch_bookmarks else None,
             bookmark_interval=self.settings.bookmark_interval,
-            convert=None if converter.passthrough else converter,
+            convert=converter,
             gate=self.faults.wait_open,
             idle_check=self.settings.idle_check_seconds,
         )
