@@ -89,6 +89,13 @@ async def stream_watch(
     timer_at = 0.0
     next_check = time.monotonic() + idle_check
 
+    def due() -> float:
+        """When the writer must wake though nothing was queued."""
+        at = min(deadline, next_check)
+        return at if bookmark is None else min(at, next_bookmark)
+
+    wake_at = due()  # recomputed only once it has passed: not per event
+
     def ring() -> None:
         nonlocal timer
         timer = None  # fired: the next turn arms it again, even for the same time
@@ -111,23 +118,22 @@ async def stream_watch(
             if watcher.closed and not watcher.pending:
                 break
             now = time.monotonic()
-            if now >= deadline:
-                break
-            if now >= next_check:
-                if transport is None or transport.is_closing():
-                    break  # the client went away while nothing was sent
-                next_check = now + idle_check
-                report()
-            if bookmark is not None and now >= next_bookmark:
-                mark = bookmark()
-                if mark is not None:
-                    await write(mark)
-                next_bookmark = now + interval
-                if deadline - 2 > now:
-                    next_bookmark = min(next_bookmark, deadline - 2)
-            wake_at = min(deadline, next_check)
-            if bookmark is not None:
-                wake_at = min(wake_at, next_bookmark)
+            if now >= wake_at:  # the deadline, an idle check or a bookmark is due
+                if now >= deadline:
+                    break
+                if now >= next_check:
+                    if transport is None or transport.is_closing():
+                        break  # the client went away while nothing was sent
+                    next_check = now + idle_check
+                    report()
+                if bookmark is not None and now >= next_bookmark:
+                    mark = bookmark()
+                    if mark is not None:
+                        await write(mark)
+                    next_bookmark = now + interval
+                    if deadline - 2 > now:
+                        next_bookmark = min(next_bookmark, deadline - 2)
+                wake_at = due()
             if timer is None or wake_at != timer_at:
                 if timer is not None:
                     timer.cancel()
