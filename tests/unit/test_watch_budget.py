@@ -110,6 +110,7 @@ def test_past_the_shared_budget_the_watchers_holding_most_go_first() -> None:
     # with nobody then, and frame 2 is its batch in flight).
     gone = [w for w in stuck if w.closed]
     assert not healthy.closed and len(gone) >= 2
+    assert watchers == {*stuck, healthy} - set(gone)  # no longer offered events
     assert budget.disconnected_over_budget == len(gone)
     assert budget.bytes <= budget.max_bytes
     for w in stuck:

@@ -131,10 +131,15 @@ class WatchBudget:
         if self.bytes > self.max_bytes:
             self.shed()
 
-    def enforce(self) -> None:
-        """Shed if over budget: after a fan-out has queued its frame everywhere."""
+    def enforce(self) -> bool:
+        """Shed if over budget: after a fan-out has queued its frame everywhere.
+
+        Whether it had to (some watchers were disconnected).
+        """
         if self.bytes > self.max_bytes:
             self.shed()
+            return True
+        return False
 
     def shed(self) -> None:
         """Disconnect the watchers holding the most bytes until back under budget.
@@ -424,9 +429,9 @@ def fan_out(watchers: set[Watcher], event: Event) -> None:
                         closed.append(watcher)
                     if watcher.budget is not None:
                         budgets.add(watcher.budget)
-    for budget in budgets:
-        budget.enforce()
-    if budgets:
+    # The first watcher offered a frame counts it in the budget (Watcher.push):
+    # that is every event, so the watchers are scanned again only after a shedding.
+    if any([budget.enforce() for budget in budgets]):
         closed = [w for w in watchers if w.closed]
     for watcher in closed:
         watchers.discard(watcher)
