@@ -141,6 +141,15 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.forwarded_lists = Counter(
+            "edgeproxy_forwarded_lists",
+            "Lists forwarded to the cloud apiserver by how much of upstream's answer the "
+            "proxy read: head (only its metadata: the cache held that state), probe (a "
+            "one-item list for its RV: the cache held that state and answered, filtered), "
+            "items (read and applied to the cache), relay (a form the cache does not keep)",
+            ["read"],
+            registry=r,
+        )
         self.client_bytes = Counter(
             "edgeproxy_client_sent_bytes",
             "Bytes sent to clients",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 
 import msgspec
 
@@ -66,6 +66,187 @@ def records_of(rt: ResourceType, items: ListView | UpstreamList) -> dict[str, Ob
             raise BadUpstreamBody(f"malformed list item: {exc}") from exc
         records[record.key] = record
     return records
+
+
+# A list's metadata comes before its items (Go's encoder writes struct fields in
+# order: kind, apiVersion, metadata, items); look this far into the body for it.
+_HEAD_PEEK = 64 * 1024
+_META = b'"metadata":{'
+
+
+class ListHead:
+    """A list's kind and metadata from its first bytes; the chunks kept as received.
+
+    Enough to tell whether the cache already holds the state a list describes
+    (its resourceVersion) without reading its items: feed chunks until `feed`
+    says done, then `view` is the list without items, or None when the head
+    did not say (an unexpected layout, or a broken body: the full reader
+    reports those). `chunks` are the body's bytes so far, still encoded.
+    JSON (`protobuf=False`) or Kubernetes protobuf, identity or gzip.
+    """
+
+    def __init__(self, encoding: str, *, protobuf: bool = False) -> None:
+        self.chunks: list[bytes] = []
+        self.view: ListView | None = None
+        self._text = bytearray()
+        self._parse = _protobuf_head if protobuf else _json_head
+        gz = encoding.strip().lower() == "gzip"
+        self._inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16) if gz else None
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next chunk; True once the head is read or cannot be."""
+        self.chunks.append(chunk)
+        room = _HEAD_PEEK - len(self._text)
+        if self._inflate is None:
+            data = chunk[:room]  # the first chunk may be the whole body: copy its head only
+        else:
+            try:
+                data = self._inflate.decompress(chunk, room)
+            except zlib.error:
+                return True
+        self._text += data
+        done, self.view = self._parse(bytes(self._text))
+        return (
+            done
+            or len(self._text) >= _HEAD_PEEK
+            or (self._inflate is not None and self._inflate.eof)
+        )
+
+
+def _json_head(text: bytes) -> tuple[bool, ListView | None]:
+    """`{"kind":..,"apiVersion":..,"metadata":{..}` decoded, once it has arrived.
+
+    Decoding the whole head checks that the `"metadata":{` found is the list's
+    own key, not bytes inside a string or an item.
+    """
+    start = text.find(_META)
+    if start < 0:
+        return False, None
+    end = text.find(b"}", start + len(_META))  # ListMeta holds no objects
+    if end < 0:
+        return False, None
+    try:
+        view = _list_decoder.decode(text[: end + 1] + b"}")
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return True, None
+    if view.items is not None or not view.kind.endswith("List"):
+        return True, None
+    return True, view
+
+
+_PROTO_MAGIC = b"k8s\x00"
+
+
+class _Short(Exception):
+    """The protobuf head has not fully arrived."""
+
+
+def _protobuf_head(text: bytes) -> tuple[bool, ListView | None]:
+    """The kind and ListMeta of a protobuf list: `k8s\\0`, then a runtime.Unknown.
+
+    Unknown is typeMeta (1) then raw (2), the list message, whose field 1 is its
+    ListMeta (resourceVersion 2, continue 3, remainingItemCount 4), as Go
+    writes them; any other layout is not read here.
+    """
+    if len(text) < len(_PROTO_MAGIC):
+        return False, None
+    if not text.startswith(_PROTO_MAGIC):
+        return True, None
+    try:
+        pos = len(_PROTO_MAGIC)
+        type_meta, pos = _proto_field(text, pos, 0x0A)
+        if type_meta is None:
+            return True, None
+        key, pos = _proto_varint(text, pos)
+        if key != 0x12:  # raw: length-delimited field 2
+            return True, None
+        _, pos = _proto_varint(text, pos)
+        list_meta, pos = _proto_field(text, pos, 0x0A)
+        if list_meta is None:
+            return True, None
+        strings = _proto_strings(type_meta)
+        meta = ListMeta()
+        at = 0
+        while at < len(list_meta):
+            key, at = _proto_varint(list_meta, at)
+            if key == 0x20:
+                meta.remainingItemCount, at = _proto_varint(list_meta, at)
+                continue
+            if key & 7 != 2:
+                return True, None
+            size, at = _proto_varint(list_meta, at)
+            value = list_meta[at : at + size].decode()
+            at += size
+            if key >> 3 == 2:
+                meta.resourceVersion = value
+            elif key >> 3 == 3:
+                meta.continue_ = value
+    except _Short:
+        return False, None
+    except (UnicodeDecodeError, ValueError):
+        return True, None
+    kind, api_version = strings.get(2, ""), strings.get(1, "")
+    if not kind.endswith("List"):
+        return True, None
+    return True, ListView(kind=kind, apiVersion=api_version, metadata=meta)
+
+
+def _proto_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while pos < len(buf):
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("protobuf varint is longer than 10 bytes")
+    raise _Short()
+
+
+def _proto_field(buf: bytes, pos: int, key: int) -> tuple[bytes | None, int]:
+    """The length-delimited field at `pos` if its key is `key`."""
+    found, pos = _proto_varint(buf, pos)
+    if found != key:
+        return None, pos
+    size, pos = _proto_varint(buf, pos)
+    if pos + size > len(buf):
+        raise _Short()
+    return buf[pos : pos + size], pos + size
+
+
+def _proto_strings(message: bytes) -> dict[int, str]:
+    """The string fields of a small message (TypeMeta), by number."""
+    out: dict[int, str] = {}
+    pos = 0
+    while pos < len(message):
+        key, pos = _proto_varint(message, pos)
+        if key & 7 != 2:
+            raise ValueError("TypeMeta holds only strings")
+        size, pos = _proto_varint(message, pos)
+        out[key >> 3] = message[pos : pos + size].decode()
+        pos += size
+    return out
+
+
+async def read_head(
+    chunks: AsyncIterator[bytes], encoding: str, *, protobuf: bool = False
+) -> ListHead:
+    """Read a list body until its metadata; the rest stays in `chunks`."""
+    head = ListHead(encoding, protobuf=protobuf)
+    async for chunk in chunks:
+        if head.feed(chunk):
+            break
+    return head
+
+
+async def replayed(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks a ListHead kept, then the rest of the body."""
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 class UpstreamList:

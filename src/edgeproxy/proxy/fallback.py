@@ -52,9 +52,17 @@ class FallbackReads:
         self.settings = settings
 
     async def forward(
-        self, request: web.Request, headers: Mapping[str, str], *, cached: bool
+        self,
+        request: web.Request,
+        headers: Mapping[str, str],
+        *,
+        cached: bool,
+        target: str | None = None,
     ) -> aiohttp.ClientResponse:
-        """Send a read upstream; fall back when it hangs and the link is in doubt."""
+        """Send a read upstream; fall back when it hangs and the link is in doubt.
+
+        `target`: the path and query to ask for, when not the client's own.
+        """
         # Just started: until a probe answers, the link is in doubt. Online the
         # first probe answers in milliseconds; cut off, the cache answers now.
         if (
@@ -63,7 +71,8 @@ class FallbackReads:
             and not await self.upstream.wait_confirmed(self.settings.startup_probe_wait)
         ):
             raise Fallback()
-        target = forward.upstream_target(request)
+        if target is None:
+            target = forward.upstream_target(request)
         token = bearer_token(request.headers)  # the client's own identity (docs/identity.md)
         task = asyncio.ensure_future(
             self.upstream.request("GET", target, headers=headers, client_token=token)

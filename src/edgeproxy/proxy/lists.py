@@ -11,17 +11,24 @@ answers (ARCHITECTURE.md sec. 3).
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import TYPE_CHECKING
 
+import aiohttp
 from aiohttp import web
 
 from edgeproxy.cache.listing import (
     BadUpstreamBody,
+    ListHead,
+    ListView,
     UpstreamList,
+    parse_list,
     parse_rv,
+    read_head,
     read_list,
     records_of,
+    replayed,
 )
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore
@@ -30,6 +37,7 @@ from edgeproxy.filters.base import Chain
 from edgeproxy.kube import status
 from edgeproxy.kube.fields import parse_selectors
 from edgeproxy.kube.negotiation import MediaChoice
+from edgeproxy.kube.protobuf import CONTENT_TYPE as PROTOBUF
 from edgeproxy.kube.request import ListOptions, RequestInfo, list_semantics
 from edgeproxy.kube.resources import ResourceType
 from edgeproxy.kube.wire import list_body
@@ -134,6 +142,7 @@ class Lists:
         cached: bool,
     ) -> web.StreamResponse:
         if not self.router.as_json(choice, chain):
+            self.metrics.forwarded_lists.labels("relay").inc()
             resp = await self.reads.forward(
                 request, forward.upstream_headers(request.headers), cached=cached
             )
@@ -141,12 +150,36 @@ class Lists:
                 return await forward.relay(
                     request, resp, on_bytes=self.router.count_bytes("upstream")
                 )
-        resp = await self.reads.forward(request, json_headers(request), cached=cached)
+        known = self.cache.stores.get(scope)
+        held = known if known is not None and known.synced and not opts.continue_token else None
+        # Filtered: the store's view answers if it is current. Protobuf: upstream's
+        # is passed on if the store is current (the cache cannot read it).
+        probe = (
+            not opts.limit and list_semantics(opts) != "exact"
+            if chain
+            else choice.form == "protobuf"
+        )
+        if held is not None and probe:
+            probed = await self._upstream_rv(request, choice, cached=cached)
+            if isinstance(probed, web.StreamResponse):
+                return probed
+            if not await self._holds(held, probed, opts, chain, whole=False):
+                held = None  # behind upstream: the list is read and applied, as a first one
+            elif chain:
+                return await self._serve_held(
+                    request, info, held, opts, choice, chain, read="probe"
+                )
+        headers = json_headers(request)
+        if held is not None and not chain:
+            # Likely passed on unread: in the form the client asked upstream for
+            # (a protobuf client gets upstream's protobuf).
+            headers["Accept"] = request.headers.get("Accept", JSON)
+        resp = await self.reads.forward(request, headers, cached=cached)
         upstream_bytes = self.metrics.upstream_bytes.labels("list").inc
         try:
             async with resp:
                 encoding = resp.headers.get("Content-Encoding", "")
-                if resp.status != 200 and choice.form == "protobuf":
+                if resp.status != 200 and choice.form == "protobuf" and held is None:
                     return await self.router.relay_status(request, resp)
                 if resp.status != 200:
                     raw_body = await resp.read()
@@ -156,8 +189,28 @@ class Lists:
                         status=resp.status,
                         headers=forward.client_headers(resp.headers),
                     )
+                chunks: AsyncIterator[bytes] = resp.content.iter_any()
+                if held is not None:
+                    # The list's metadata is in its first bytes: when the store
+                    # already holds that state, its items need no reading at all.
+                    media = resp.headers.get("Content-Type", "")
+                    protobuf = media.startswith(PROTOBUF)
+                    head = await read_head(chunks, encoding, protobuf=protobuf)
+                    if await self._holds(held, head.view, opts, chain):
+                        if chain:
+                            out = await self._serve_held(request, info, held, opts, choice, chain)
+                            await self._drain(held, head, chunks)
+                            return out
+                        return await self._pass_held(request, resp, held, head, chunks)
+                    if not media.startswith(JSON):
+                        # Upstream's protobuf, asked for as the store was current: a
+                        # change since, which the reflector brings in milliseconds.
+                        await self._catch_up(held, head.view)
+                        return await self._pass(request, resp, head, chunks)
+                    chunks = replayed(head.chunks, chunks)
+                self.metrics.forwarded_lists.labels("items").inc()
                 # Item by item: never the whole body and its items at once.
-                listed = await read_list(resp.content.iter_any(), encoding, upstream_bytes)
+                listed = await read_list(chunks, encoding, upstream_bytes)
             view = listed.view
             rv = parse_rv(view.metadata.resourceVersion)
             complete = not opts.continue_token and not view.metadata.continue_
@@ -257,6 +310,151 @@ class Lists:
         )
         return self.router.send(request, filtered, JSON, "upstream")
 
+    async def _upstream_rv(
+        self, request: web.Request, choice: MediaChoice, *, cached: bool
+    ) -> ListView | web.StreamResponse | None:
+        """Upstream's list without its items, asking for one: its RV is the whole list's.
+
+        The client's list with `limit=1` is still a consistent read: its RV is
+        the one the whole list would have (kube-apiserver serves consistent
+        lists from its watch cache the same way: the current RV from etcd, then
+        the cache once it has caught up), and upstream sends one item instead
+        of all of them. A response: upstream refused it (the whole list would
+        be refused the same way); None: a malformed answer (the whole list's
+        reading reports it).
+        """
+        headers = json_headers(request)
+        headers["Accept-Encoding"] = "identity"
+        resp = await self.reads.forward(
+            request, headers, cached=cached, target=_first_item(request)
+        )
+        async with resp:
+            if resp.status != 200 and choice.form == "protobuf":
+                return await self.router.relay_status(request, resp)
+            body = await resp.read()
+            self.metrics.upstream_bytes.labels("list").inc(len(body))
+            if resp.status != 200:
+                return web.Response(
+                    body=body, status=resp.status, headers=forward.client_headers(resp.headers)
+                )
+        try:
+            return parse_list(body)
+        except BadUpstreamBody:
+            return None
+
+    async def _holds(
+        self,
+        known: ScopeStore,
+        view: ListView | None,
+        opts: ListOptions,
+        chain: Chain,
+        *,
+        whole: bool = True,
+    ) -> bool:
+        """Whether the store answers for the list `head` begins: it holds that state or newer.
+
+        A store at an RV it has applied but not yet journaled is waited for
+        (milliseconds), so the answer is a state a restart keeps. A store
+        behind the list is not: the list is read and applied, as a first one.
+        """
+        if self.cache.stores.get(known.scope) is not known:
+            return False  # evicted meanwhile: no longer kept current
+        if view is None or (whole and view.metadata.continue_):
+            return False  # not a whole list, or the head did not say
+        if chain and list_semantics(opts) == "exact":
+            return False  # the store's view is at its own RV, not the one asked for
+        try:
+            rv = parse_rv(view.metadata.resourceVersion)
+        except BadUpstreamBody:
+            return False  # the full read reports it
+        if known.rv < rv <= known.applied_rv:
+            await known.wait_for_rv(rv, self.settings.rv_wait)
+        return known.rv >= rv
+
+    async def _catch_up(self, known: ScopeStore, view: ListView | None) -> None:
+        try:
+            rv = parse_rv(view.metadata.resourceVersion) if view is not None else 0
+        except BadUpstreamBody:
+            return
+        if rv > known.rv:
+            await known.wait_for_rv(rv, self.settings.rv_wait)
+
+    async def _pass(
+        self,
+        request: web.Request,
+        resp: aiohttp.ClientResponse,
+        head: ListHead,
+        rest: AsyncIterator[bytes],
+    ) -> web.StreamResponse:
+        self.metrics.forwarded_lists.labels("relay").inc()
+        on_bytes = self.router.count_bytes("upstream")
+        return await forward.relay(request, resp, on_bytes=on_bytes, head=head.chunks, rest=rest)
+
+    async def _pass_held(
+        self,
+        request: web.Request,
+        resp: aiohttp.ClientResponse,
+        known: ScopeStore,
+        head: ListHead,
+        rest: AsyncIterator[bytes],
+    ) -> web.StreamResponse:
+        """Upstream's list, byte for byte and as encoded, unread: the store already has it."""
+        self._note_held(known)
+        client_bytes = self.metrics.client_bytes.labels("upstream").inc
+        upstream_bytes = self.metrics.upstream_bytes.labels("list").inc
+        moved = [0]
+
+        def on_bytes(n: int) -> None:
+            moved[0] += n
+            client_bytes(n)
+            upstream_bytes(n)
+
+        try:
+            return await forward.relay(
+                request, resp, on_bytes=on_bytes, head=head.chunks, rest=rest
+            )
+        finally:
+            known.bytes_from_upstream += moved[0]
+            known.bytes_served += moved[0]
+
+    async def _serve_held(
+        self,
+        request: web.Request,
+        info: RequestInfo,
+        known: ScopeStore,
+        opts: ListOptions,
+        choice: MediaChoice,
+        chain: Chain,
+        read: str = "head",
+    ) -> web.StreamResponse:
+        """The store's filtered (memoized) answer, at least as new as upstream's list."""
+        self._note_held(known, read)
+        return await self.local.serve(
+            request,
+            info,
+            self.filters.view_for(known, chain),
+            opts,
+            known.scope.labels(),
+            known.scope.fields(),
+            choice,
+            list_semantics(opts),
+            "upstream",
+        )
+
+    async def _drain(self, known: ScopeStore, head: ListHead, rest: AsyncIterator[bytes]) -> None:
+        """Read the rest of upstream's list unparsed, so its connection is reused."""
+        received = sum(map(len, head.chunks))
+        async for chunk in rest:
+            received += len(chunk)
+        self.metrics.upstream_bytes.labels("list").inc(received)
+        known.bytes_from_upstream += received
+
+    def _note_held(self, known: ScopeStore, read: str = "head") -> None:
+        self.metrics.forwarded_lists.labels(read).inc()
+        known.touch()
+        if self.cache.note_list(known.scope):
+            self.cache.reflector_for(known)
+
     async def _send_listed(
         self, request: web.Request, listed: UpstreamList, encoding: str
     ) -> web.StreamResponse:
@@ -272,3 +470,10 @@ def _list_headers(encoding: str) -> dict[str, str]:
     if encoding:
         headers["Content-Encoding"] = encoding
     return headers
+
+
+def _first_item(request: web.Request) -> str:
+    """The client's list as upstream should see it, asking for one item."""
+    url = request.rel_url
+    query = [p for p in url.raw_query_string.split("&") if p and not p.startswith("limit=")]
+    return f"{url.raw_path}?{'&'.join([*query, 'limit=1'])}"
