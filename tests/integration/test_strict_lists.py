@@ -155,6 +155,7 @@ def until(check: Callable[[], str], what: str, timeout: float = 30.0) -> None:
         ("application/json", "gzip"),
         (PROTOBUF, ""),
         (PROTOBUF, "gzip"),
+        ("application/vnd.kubernetes.protobuf", "gzip"),
     ],
 )
 def test_unfiltered_list_is_upstreams_bytes(
