@@ -62,8 +62,10 @@ def built() -> bool:
     return done.returncode == 0
 
 
-def bench(out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    args = [sys.executable, "-m", "edgeproxy", "bench", "--peers", "yurthub", "--against", "real"]
+def bench(
+    out: Path, env: dict[str, str] | None = None, peers: str = "yurthub"
+) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "edgeproxy", "bench", "--peers", peers, "--against", "real"]
     return subprocess.run(
         [*args, "--quick", "--out", str(out)],
         capture_output=True,
@@ -89,6 +91,20 @@ def test_without_the_yurthub_binary_the_bench_names_it_and_its_build_script(
     # An empty cache: whatever this machine has built, here nothing is.
     done = bench(tmp_path / "out", {"EDGEPROXY_K8S_CACHE": str(tmp_path / "empty-cache")})
     assert_refused_for_missing_yurthub(done, tmp_path / "out")
+
+
+def test_without_the_lite_apiserver_binary_the_bench_names_it_and_its_build_command(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    env = {"EDGEPROXY_K8S_CACHE": str(tmp_path / "empty-cache")}
+    done = bench(out, env, peers="superedge")
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert "lite-apiserver binary is not built" in said, said
+    assert "k8s/build-peers.sh lite-apiserver" in said, said
+    assert "Traceback" not in said, said
+    assert not (out / "peers.json").exists()
 
 
 @pytest.mark.timeout(300)

@@ -37,7 +37,9 @@ from edgeproxy.controlplane import REPO_ROOT, ControlPlane
 from edgeproxy.testing import free_port, stop_process
 
 BUILD_SCRIPT = REPO_ROOT / "k8s" / "build-peers.sh"
-PEERS = ("yurthub",)
+# Peer (as `--peers` names it) -> its binary (as k8s/build-peers.sh builds it).
+BINARIES = {"yurthub": "yurthub", "superedge": "lite-apiserver"}
+PEERS = tuple(BINARIES)
 # The address YurtHub puts in its serving certificate when no dummy interface is set.
 DUMMY_IF_IP = "169.254.2.1"
 SERVER_DNS = (
@@ -63,14 +65,16 @@ def binary(name: str = "yurthub") -> Path:
     """The cached peer binary; raises PeerMissing (never builds: minutes on 2 cores)."""
     if name not in PEERS:
         raise PeerMissing(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+    exe = BINARIES[name]
     done = subprocess.run(
-        [str(BUILD_SCRIPT), "--print"], capture_output=True, text=True, timeout=60, check=False
-    )
-    path = Path(done.stdout.strip().splitlines()[-1]) / name if done.returncode == 0 else None
+        [str(BUILD_SCRIPT), "--print", exe], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    path = Path(done.stdout.strip().splitlines()[-1]) / exe if done.returncode == 0 else None
     if path is None or not path.is_file():
         raise PeerMissing(
-            f"the {name} binary is not built: run `{BUILD_SCRIPT.relative_to(REPO_ROOT)}` "
-            "first (about 5-10 minutes on 2 cores; the binary is cached)"
+            f"the {exe} binary is not built: run `{BUILD_SCRIPT.relative_to(REPO_ROOT)} {exe}` "
+            "first (about 3-10 minutes on 2 cores; the binary is cached)"
         )
     return path
 
@@ -168,7 +172,7 @@ class YurtHub:
     def __init__(
         self, control: ControlPlane, server: str, workdir: Path, node: str, *, pool: str = "edge"
     ) -> None:
-        self.bin = binary()
+        self.bin = binary("yurthub")
         self.control = control
         self.server = server
         self.workdir = workdir

@@ -28,10 +28,11 @@ from edgeproxy.bench import cloud, peers, peers_report
 from edgeproxy.bench.cloud import Upstream
 from edgeproxy.bench.peers_churn import seed
 from edgeproxy.bench.peers_run import PeerSizes, one_run
+from edgeproxy.bench.peers_way import grant_tokens
 from edgeproxy.bench.runner import Progress, Run, aggregate
 from edgeproxy.controlplane import ControlPlane
 
-TARGETS = ("direct", "strict", "cache-first", "yurthub")
+TARGETS = ("direct", "strict", "cache-first", "yurthub", "superedge")
 
 # Medians of 3 in about 8 minutes on 2 cores with the binaries cached. The
 # outage outlasts YurtHub's ~45 s before its health checks declare the cloud
@@ -56,13 +57,16 @@ def run(
     """Run the node workload through direct, strict, cache-first and each peer; write the report."""
     unknown = [p for p in peer_names if p not in peers.PEERS]
     if unknown:
-        print(f"edge-proxy bench: unknown peer(s) {', '.join(unknown)}; known: yurthub")
+        print(
+            f"edge-proxy bench: unknown peer(s) {', '.join(unknown)}; known: {', '.join(peers.PEERS)}"
+        )
         return 2
-    try:
-        peers.binary("yurthub")
-    except peers.PeerMissing as exc:
-        print(f"edge-proxy bench --peers: {exc}")
-        return 2
+    for name in peer_names:
+        try:
+            peers.binary(name)
+        except peers.PeerMissing as exc:
+            print(f"edge-proxy bench --peers: {exc}")
+            return 2
     if runs is not None:
         sizes = dataclasses.replace(sizes, runs=runs)
     say = Progress()
@@ -79,12 +83,13 @@ def run(
         upstream = cloud.start_real(workdir / "real")
         assert upstream.control is not None
         peers.grant(upstream.control)
+        tokens = grant_tokens(upstream.control, targets)
         _yurthub_config(upstream.control)
         seeded = asyncio.run(seed(upstream, sizes.services, sizes.endpoints_per_service))
         say.say(f"seeded {sizes.services} Services + EndpointSlices in {seeded:.1f} s")
         for k in range(sizes.runs):
             say.say(f"peers run {k + 1}/{sizes.runs}: {', '.join(targets)} side by side")
-            for t in one_run(k, targets, upstream, sizes, workdir, say):
+            for t in one_run(k, targets, upstream, sizes, workdir, say, tokens):
                 if t.failure is not None:
                     failures.append(t.failure)
                     say.say(f"peers / {t.name}: FAILED: {t.failure[:500]}")

@@ -24,6 +24,7 @@ COLORS = {
     "strict": "#1f77b4",
     "cache-first": "#ff7f0e",
     "yurthub": "#d62728",
+    "superedge": "#9467bd",
 }
 # Figures where more is better; every other figure is lower-is-better.
 HIGHER_IS_BETTER = frozenset(
@@ -91,7 +92,10 @@ def markdown(meta: Mapping[str, Any], suite: Mapping[str, Any]) -> str:
     for note in suite.get("notes", []):
         lines.append(f"- {note}")
     for failure in suite.get("failures", []):
-        lines.append(f"- **FAILED** {failure.splitlines()[0][:300]}")
+        first, *rest = failure.splitlines() or [""]
+        lines.append(f"- **FAILED** {first[:300]}")
+        if rest:
+            lines += ["", "  ```", *(f"  {line[:300]}" for line in rest[:6]), "  ```"]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -42,6 +42,9 @@ from edgeproxy.clientgo import Informer
 from edgeproxy.link import LinkRelay
 
 CATCH_UP_TIMEOUT = 60.0
+# Each of: kubelet Ready with its pods Running, informers synced (all targets
+# wait for the slowest: a target that cannot start must not hold them long).
+SETUP_TIMEOUT = 75.0
 # Offline figures a target may have no number for (each then gets a note saying why).
 SERVING = "offline: proxy serving after restart (s)"
 LATE = "offline: fresh client synced after restart (s)"
@@ -101,7 +104,11 @@ def _each(targets: list[Target], step: Callable[[Target], None]) -> None:
     for t in live:
         error = futures[t.name].exception()
         if error is not None:
-            t.failure = f"{t.name}: {type(error).__name__}: {error}"[:2000]
+            said = str(error).splitlines()[0][:300] if str(error) else ""
+            lines = [f"{t.name}: {type(error).__name__}: {said}"]
+            if t.way is not None:
+                lines += t.way.diagnosis()
+            t.failure = "\n".join(lines)[:3000]
 
 
 def _poll(targets: list[Target], checks: dict[str, Callable[[Target], bool]], t0: float,
@@ -129,7 +136,7 @@ def _poll(targets: list[Target], checks: dict[str, Callable[[Target], bool]], t0
 
 def one_run(
     k: int, names: tuple[str, ...], upstream: Upstream, sizes: PeerSizes, workdir: Path,
-    say: Progress,
+    say: Progress, tokens: dict[str, str],
 ) -> list[Target]:  # fmt: skip
     """Run `k` of every target in `names`; each Target carries its figures, notes or failure."""
     control = upstream.control
@@ -141,14 +148,16 @@ def one_run(
         # -- start: every target's proxy, kubelet, pods and informers at once --
         def setup(t: Target) -> None:
             node_name = f"edge-{t.name}-{k}"
-            t.way = Way(t.name, control, t.link, workdir / f"{t.name}-{k}", node_name)
+            t.way = Way(
+                t.name, control, t.link, workdir / f"{t.name}-{k}", node_name, tokens[t.name]
+            )
             t.node = EdgeNode(
                 control, node_name, f"peers-{t.name}-{k}", workdir / f"{t.name}-{k}" / "node",
                 url=t.way.url, kubeconfig=t.way.kubeconfig, token=t.way.token,
                 ca_file=t.way.ca_file,
             )  # fmt: skip
-            t.run["kubelet: Ready + pods Running (s)"] = t.node.start_kubelet(pods)
-            t.run["informers synced (s)"] = t.node.start_informers()
+            t.run["kubelet: Ready + pods Running (s)"] = t.node.start_kubelet(pods, SETUP_TIMEOUT)
+            t.run["informers synced (s)"] = t.node.start_informers(SETUP_TIMEOUT)
 
         _each(targets, setup)
         say.say(f"peers run {k + 1}: started {', '.join(t.name for t in targets if t.ok)}")
