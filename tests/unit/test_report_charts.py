@@ -125,3 +125,48 @@ def test_render_only_of_a_file_that_is_no_report_is_one_line_and_exit_2(
     assert cli.main(["bench", "--render-only", str(bad), "--out", str(tmp_path / "o")]) == 2
     out = capsys.readouterr().out
     assert "not a bench results.json" in out and len(out.splitlines()) == 1
+
+
+def test_the_peers_chart_is_drawn_in_the_same_style_with_its_own_targets_and_directions(
+    tmp_path: Path,
+) -> None:
+    from edgeproxy.bench import peers_report
+
+    runs = {
+        t: [{"idle cloud bytes (KB/s)": 1.0, "pods Running after restore": 30.0,
+             "offline: fresh client synced (1 = yes)": 1.0,
+             "client caches wrong vs cloud (objects)": 0.0,
+             "cloud changes while offline": 500.0}]
+        for t in ("direct", "strict", "yurthub")
+    }  # fmt: skip
+    peers_suite = {"title": "peers", "order": ["direct", "strict", "yurthub"],
+                   "targets": {t: aggregate(r) for t, r in runs.items()}}  # fmt: skip
+    path = tmp_path / "peers.png"
+    assert peers_report.chart({**META, "runs": 1}, peers_suite, path)
+    assert path.stat().st_size > 0
+    fig = charts.figure("peers", peers_suite, META, targets=["direct", "strict", "yurthub"],
+                        direction_of=lambda f: charts.LOWER)  # fmt: skip
+    assert fig is not None
+    # YurtHub gets a bar of its own (the suites' charts know only their targets).
+    fig.draw_without_rendering()
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["direct", "strict", "yurthub"]
+    assert panel(fig, "idle cloud bytes") == (
+        "idle cloud bytes\n↓ lower is better",
+        "kilobytes per second",
+    )
+    # The peers report's own directions, through the same panels.
+    drawn = {
+        "pods Running after restore": ("↑ higher is better", "count"),
+        "offline: fresh client synced": ("↑ higher is better", "1 = yes, 0 = no"),
+        "client caches wrong vs cloud": ("↓ lower is better", "objects"),
+        "cloud changes while offline": ("for reference", "count"),
+    }
+    better = {"lower is better": charts.LOWER, "higher is better": charts.HIGHER}
+    fig = charts.figure(
+        "peers", peers_suite, META, targets=peers_suite["order"],
+        direction_of=lambda f: better.get(peers_report.direction(f), charts.REFERENCE),
+    )  # fmt: skip
+    assert fig is not None
+    for name, (arrow, unit) in drawn.items():
+        title, ylabel = panel(fig, name)
+        assert title.endswith(arrow) and ylabel == unit, (name, title, ylabel)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,15 @@ from edgeproxy.bench.baselines import TARGETS
 from edgeproxy.bench.report import figures
 from edgeproxy.bench.runner import fmt
 
-COLORS = {"direct": "#7f7f7f", "nginx": "#2ca02c", "strict": "#1f77b4", "cache-first": "#ff7f0e"}
+COLORS = {
+    "direct": "#7f7f7f",
+    "nginx": "#2ca02c",
+    "strict": "#1f77b4",
+    "cache-first": "#ff7f0e",
+    # The peers bench's (edgeproxy.bench.peers_report).
+    "yurthub": "#d62728",
+    "superedge": "#9467bd",
+}
 # 100 dpi with 11-13 pt text: readable at the size GitHub shows a PNG, small enough to commit.
 DPI = 100
 CHART_COLUMNS = 3
@@ -45,6 +53,9 @@ UNITS = {
     "s": "seconds",
     "µs": "microseconds",
     "MB": "megabytes (MB)",
+    "KB/s": "kilobytes per second",
+    "objects": "objects",
+    "1 = yes": "1 = yes, 0 = no",
     "%": "percent",
     "x": "ratio (x)",
 }
@@ -115,9 +126,21 @@ def machine_line(meta: Mapping[str, Any]) -> str:
     )
 
 
-def figure(name: str, suite: Mapping[str, Any], meta: Mapping[str, Any]) -> Figure | None:
-    """The suite's chart as a Figure, or None when no target measured anything."""
-    cols = [t for t in TARGETS if t in suite.get("targets", {})]
+def figure(
+    name: str,
+    suite: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    *,
+    targets: Sequence[str] = TARGETS,
+    direction_of: Callable[[str], str] = direction,
+) -> Figure | None:
+    """The suite's chart as a Figure, or None when no target measured anything.
+
+    `targets` are the bars in order; `direction_of` says which way each
+    figure is better (LOWER, HIGHER or REFERENCE), for suites whose figure
+    names the rules above do not know.
+    """
+    cols = [t for t in targets if t in suite.get("targets", {})]
     rows = figures(suite)
     if not cols or not rows:
         return None
@@ -128,7 +151,8 @@ def figure(name: str, suite: Mapping[str, Any], meta: Mapping[str, Any]) -> Figu
     )
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, fig_name in zip(axes.flat, rows, strict=False):
-        _panel(ax, fig_name, [(t, suite["targets"][t].get(fig_name)) for t in cols])
+        spreads = [(t, suite["targets"][t].get(fig_name)) for t in cols]
+        _panel(ax, fig_name, spreads, direction_of(fig_name))
     for ax in list(axes.flat)[len(rows) :]:
         ax.set_visible(False)
     runs = meta.get("runs", "?")
@@ -141,7 +165,9 @@ def figure(name: str, suite: Mapping[str, Any], meta: Mapping[str, Any]) -> Figu
     return fig
 
 
-def _panel(ax: Any, fig_name: str, spreads: list[tuple[str, Mapping[str, float] | None]]) -> None:
+def _panel(
+    ax: Any, fig_name: str, spreads: list[tuple[str, Mapping[str, float] | None]], better: str
+) -> None:
     xs, meds, lo, hi, colors = [], [], [], [], []
     for target, s in spreads:
         if s is None:
@@ -150,7 +176,7 @@ def _panel(ax: Any, fig_name: str, spreads: list[tuple[str, Mapping[str, float] 
         meds.append(s["median"])
         lo.append(s["median"] - s["min"])
         hi.append(s["max"] - s["median"])
-        colors.append(COLORS[target])
+        colors.append(COLORS.get(target, "#8c564b"))
     ax.bar(xs, meds, yerr=[lo, hi], color=colors, capsize=4)
     for x, med, up in zip(xs, meds, hi, strict=True):
         # Above the whisker, so the line does not run through the digits.
@@ -161,7 +187,6 @@ def _panel(ax: Any, fig_name: str, spreads: list[tuple[str, Mapping[str, float] 
     ax.margins(y=0.18)
     if all(m - d >= 0 for m, d in zip(meds, lo, strict=True)):
         ax.set_ylim(bottom=0)  # an all-zero panel would otherwise centre 0 between -0.06 and 0.06
-    better = direction(fig_name)
     title = "\n".join(textwrap.wrap(label(fig_name), 38))
     arrow = {LOWER: "↓ ", HIGHER: "↑ "}.get(better, "")
     ax.set_title(f"{title}\n{arrow}{better}", fontsize=12)
@@ -170,9 +195,17 @@ def _panel(ax: Any, fig_name: str, spreads: list[tuple[str, Mapping[str, float] 
     ax.grid(axis="y", alpha=0.3)
 
 
-def draw(name: str, suite: Mapping[str, Any], meta: Mapping[str, Any], path: Path) -> bool:
+def draw(
+    name: str,
+    suite: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    path: Path,
+    *,
+    targets: Sequence[str] = TARGETS,
+    direction_of: Callable[[str], str] = direction,
+) -> bool:
     """Write the suite's PNG to `path`; False when there was nothing to draw."""
-    fig = figure(name, suite, meta)
+    fig = figure(name, suite, meta, targets=targets, direction_of=direction_of)
     if fig is None:
         return False
     fig.savefig(path, dpi=DPI)

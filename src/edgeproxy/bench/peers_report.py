@@ -3,15 +3,16 @@
 Laid out as the suites' reports (`bench/report.py`: one row per figure, one
 column per target, "median [min..max]") but with its own columns, since the
 peers are not the suites' targets, and with the direction of each figure
-said in the table and on the chart: most are "lower is better", the one
-yes/no figure is not. A target that failed has a column of "failed" and its
-error under the table; nothing is left out silently.
+said in the table and on the chart (drawn by `edgeproxy.bench.charts`, in
+the suites' style): most are "lower is better", the yes/no and pods-Running
+figures are "higher", the workload's own counts have none. A target that
+failed has a column of "failed" and its error lines under the table; a
+figure a target has no number for is "n/a" with a note saying why.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,6 @@ from typing import Any
 from edgeproxy.bench.report import INSTALL_MATPLOTLIB, header
 from edgeproxy.bench.runner import fmt_spread
 
-COLORS = {
-    "direct": "#7f7f7f",
-    "strict": "#1f77b4",
-    "cache-first": "#ff7f0e",
-    "yurthub": "#d62728",
-    "superedge": "#9467bd",
-}
 # Figures where more is better; every other figure is lower-is-better.
 HIGHER_IS_BETTER = frozenset(
     {"offline: fresh client synced (1 = yes)", "pods Running after restore"}
@@ -38,7 +32,6 @@ NEUTRAL = frozenset(
         "cloud changes while offline",
     }
 )
-DPI = 72
 
 
 def direction(figure: str) -> str:
@@ -104,40 +97,19 @@ def _failed(suite: Mapping[str, Any], target: str) -> bool:
 
 
 def chart(meta: Mapping[str, Any], suite: Mapping[str, Any], path: Path) -> bool:
-    import matplotlib
+    """peers.png in the suites' chart style (edgeproxy.bench.charts): units on the y axes,
+    which way is better in each title, values on the bars, the machine at the foot."""
+    from edgeproxy.bench import charts
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = figures(suite)
-    cols = [t for t in suite.get("order", []) if t in suite["targets"]]
-    if not rows or not cols:
-        return False
-    ncols = 3
-    nrows = math.ceil(len(rows) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows), squeeze=False)
-    for ax, figure in zip(axes.flat, rows, strict=False):
-        xs, meds, lo, hi, colors = [], [], [], [], []
-        for target in cols:
-            s = suite["targets"][target].get(figure)
-            if s is None:
-                continue
-            xs.append(target)
-            meds.append(s["median"])
-            lo.append(s["median"] - s["min"])
-            hi.append(s["max"] - s["median"])
-            colors.append(COLORS.get(target, "#9467bd"))
-        ax.bar(xs, meds, yerr=[lo, hi], color=colors, capsize=3)
-        said = direction(figure)
-        ax.set_title(figure + (f"\n({said})" if said else ""), fontsize=8)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(rows) :]:
-        ax.set_visible(False)
-    fig.suptitle(f"peers, {meta['date']}: median of {meta['runs']} run(s)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return True
+    better = {"lower is better": charts.LOWER, "higher is better": charts.HIGHER}
+    return charts.draw(
+        "peers",
+        suite,
+        meta,
+        path,
+        targets=list(suite.get("order", [])),
+        direction_of=lambda figure: better.get(direction(figure), charts.REFERENCE),
+    )
 
 
 def write(out: Path, meta: Mapping[str, Any], suite: Mapping[str, Any]) -> list[Path]:
