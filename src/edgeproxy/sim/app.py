@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
@@ -81,10 +82,33 @@ class SimSettings:
     watcher_buffer_bytes: int = 64 * 1024 * 1024
     # How often an idle watch checks that its client is still connected.
     idle_check_seconds: float = 5.0
+    # Watch-list requests: "on" as kube-apiserver 1.37; "ignore" as an apiserver
+    # that does not know sendInitialEvents (a plain watch); "refuse": a 422.
+    watch_list: str = "on"
+
+
+# responsewriters/writers.go defaultGzipThresholdBytes.
+GZIP_MIN_BYTES = 128 * 1024
 
 
 def _json_response(body: bytes, code: int = 200, content_type: str = JSON) -> web.Response:
     return web.Response(body=body, status=code, headers={"Content-Type": content_type})
+
+
+def _accepts_gzip(request: web.Request) -> bool:
+    """As kube-apiserver reads Accept-Encoding: a `gzip` token, no q-values."""
+    tokens = request.headers.get("Accept-Encoding", "").split(",")
+    return any(token.strip() == "gzip" for token in tokens)
+
+
+def _gzipped(request: web.Request, resp: web.Response) -> web.Response:
+    """kube-apiserver gzips a response body over 128 KiB when the client accepts it."""
+    body = resp.body
+    if isinstance(body, bytes) and len(body) > GZIP_MIN_BYTES and _accepts_gzip(request):
+        resp.body = gzip.compress(body, compresslevel=1)
+        resp.headers["Content-Encoding"] = "gzip"
+        resp.headers["Vary"] = "Accept-Encoding"
+    return resp
 
 
 def error_response(err: StatusError, accept: str | None = None) -> web.Response:
@@ -439,8 +463,17 @@ class SimApp:
             prefix=prefix,
             count_remaining=labels.empty and fields.empty,
         )
-        return self._list_response(
-            request, rt, choice, page.items, str(snapshot_rv), page.continue_token, page.remaining
+        return _gzipped(
+            request,
+            self._list_response(
+                request,
+                rt,
+                choice,
+                page.items,
+                str(snapshot_rv),
+                page.continue_token,
+                page.remaining,
+            ),
         )
 
     def _list_response(
@@ -502,6 +535,15 @@ class SimApp:
     ) -> web.StreamResponse:
         labels, fields = parse_selectors(rt, opts.label_selector, opts.field_selector)
         choice = self._negotiate(request, "watch", rt)
+        if opts.send_initial_events is not None and self.settings.watch_list != "on":
+            if self.settings.watch_list == "refuse":
+                raise status.invalid(
+                    "ListOptions",
+                    "",
+                    [("FieldValueForbidden", "sendInitialEvents", "Forbidden: not supported")],
+                    group="meta.k8s.io",
+                )
+            opts = dataclasses.replace(opts, send_initial_events=None, resource_version_match="")
         res = self.store.resource(rt)
         namespace = info.namespace if rt.namespaced else ""
         watcher = Watcher(rt, namespace, labels, fields, self.settings.watcher_buffer_bytes)
@@ -565,7 +607,16 @@ class SimApp:
         initial: list[bytes],
         expired: StatusError | None,
     ) -> web.StreamResponse:
-        resp = web.StreamResponse(status=200, headers={"Content-Type": choice.content_type})
+        headers = {"Content-Type": choice.content_type}
+        # kube-apiserver 1.37 (WatchListCompression) gzips a watch stream per
+        # flush, for watch-list requests only (handlers/watch.go); never a plain watch.
+        gzip_writes = bool(
+            opts.send_initial_events and opts.allow_watch_bookmarks and _accepts_gzip(request)
+        )
+        if gzip_writes:
+            headers["Content-Encoding"] = "gzip"
+            headers["Vary"] = "Accept-Encoding"
+        resp = web.StreamResponse(status=200, headers=headers)
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         rendered = WatchFrameConverter(rt, choice, _include_object(request))
@@ -574,7 +625,8 @@ class SimApp:
             converter = partial(self.protobuf.frame, rt)  # one frame per event, shared
         if expired is not None:
             error = expired.watch_event()
-            await resp.write(error if converter is None else converter(error))
+            frame = error if converter is None else converter(error)
+            await resp.write(gzip.compress(frame, compresslevel=1) if gzip_writes else frame)
             await resp.write_eof()
             return resp
         # Unset or 0 means minRequestTimeout * (1 + rand), as kube-apiserver does.
@@ -600,6 +652,7 @@ class SimApp:
             convert=converter,
             gate=self.faults.wait_open,
             idle_check=self.settings.idle_check_seconds,
+            gzip_writes=gzip_writes,
         )
         return resp
 
