@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between watch bookmarks (default 60, as kube-apiserver)",
     )
     sim.add_argument(
+        "--watch-list",
+        choices=("on", "ignore", "refuse"),
+        default="on",
+        help="watch-list requests (sendInitialEvents=true): on, as kube-apiserver 1.37; "
+        "ignore, as an apiserver that does not know them (a plain watch); refuse (422)",
+    )
+    sim.add_argument(
         "--max-body-bytes",
         type=_positive_int,
         default=3 * 1024 * 1024,
@@ -287,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream-strategy",
         metavar="failover|round-robin",
         help="how several --server-addr are used (default failover)",
+    )
+    serve.add_argument(
+        "--upstream-watch-list",
+        type=_true_or_false,
+        metavar="true|false",
+        help="sync the cache with watch-list requests, which kube-apiserver compresses "
+        "(default true; false: list, then watch)",
     )
     serve.add_argument(
         "--probe-interval",
@@ -461,7 +475,9 @@ def run_sim(args: argparse.Namespace) -> int:
         control_host=control_host,
         control_port=control_port,
         settings=SimSettings(
-            bookmark_interval=args.bookmark_interval, max_body_bytes=args.max_body_bytes
+            bookmark_interval=args.bookmark_interval,
+            max_body_bytes=args.max_body_bytes,
+            watch_list=args.watch_list,
         ),
     )
     _install_uvloop()

@@ -89,6 +89,9 @@ class ServeConfig:
     # ReadHeaderTimeout; server/connections.py says why 10).
     request_header_timeout: float = 10.0
     upstream_strategy: str = "failover"
+    # Reflectors sync with watch-list requests, which kube-apiserver gzips
+    # (cache/watchlist.py); false: list, then watch (uncompressed).
+    upstream_watch_list: bool = True
     # Seconds between /readyz probes; black-hole detection takes about 2 probe timeouts.
     probe_interval: float = 0.5
     # Reads wait this long for upstream before answering from the cache when the
@@ -138,6 +141,7 @@ _KEYS: Mapping[str, str] = {
     "maxConnections": "max_connections",
     "requestHeaderTimeout": "request_header_timeout",
     "upstreamStrategy": "upstream_strategy",
+    "upstreamWatchList": "upstream_watch_list",
     "probeInterval": "probe_interval",
     "fallbackAfter": "fallback_after",
     "bookmarkInterval": "bookmark_interval",

@@ -150,6 +150,13 @@ class Metrics:
             ["read"],
             registry=r,
         )
+        self.upstream_stream_bytes = Counter(
+            "edgeproxy_upstream_stream_received_bytes",
+            "Bytes the cache's reflectors received from the cloud apiserver, by stream "
+            "(list, watch, watch-list) and content encoding (gzip, identity)",
+            ["stream", "encoding"],
+            registry=r,
+        )
         self.client_bytes = Counter(
             "edgeproxy_client_sent_bytes",
             "Bytes sent to clients",
@@ -273,3 +280,7 @@ class Metrics:
             "Changes served to clients before the journal had committed them (it failed or stalled)",
             registry=r,
         )
+
+    def upstream_stream_bytes_inc(self, stream: str, encoding: str, size: int) -> None:
+        """A reflector's bytes from upstream (cache/reflector.py `on_stream_bytes`)."""
+        self.upstream_stream_bytes.labels(stream, encoding).inc(size)

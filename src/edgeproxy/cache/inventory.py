@@ -76,6 +76,7 @@ def scopes(cache: CacheManager) -> list[dict[str, Any]]:
                 else {
                     "bytesFromUpstream": reflector.bytes_in,
                     "relists": reflector.relists,
+                    "watchLists": reflector.watch_lists,
                     "watches": reflector.watches,
                     "lastError": reflector.last_error,
                 },

@@ -41,6 +41,7 @@ from edgeproxy.cache.reflector import Reflector, ReflectorSettings
 from edgeproxy.cache.resourcetypes import ResourceTypes
 from edgeproxy.cache.scope import Scope
 from edgeproxy.cache.store import ScopeStore
+from edgeproxy.cache.watchlist import WatchListSupport
 from edgeproxy.kube.objects import ObjectRecord, object_key, record_from_bytes
 from edgeproxy.kube.resources import ResourceRegistry, ResourceType
 from edgeproxy.storage.journal import Journal, StoredScope
@@ -60,6 +61,8 @@ class CacheSettings:
     idle_seconds: float = 300.0
     # Listing the same scope this many times starts a reflector for it.
     lists_before_reflector: int = 2
+    # Sync scopes with watch-list requests where upstream does them (watchlist.py).
+    watch_list: bool = True
     reflector: ReflectorSettings = field(default_factory=ReflectorSettings)
     # The budgets; budget.py says why these defaults. None: the disk is not bounded.
     max_memory_bytes: int = DEFAULT_MEMORY_BYTES
@@ -128,8 +131,10 @@ class CacheManager:
         journal: Journal | None,
         settings: CacheSettings | None = None,
         on_upstream_bytes: Callable[[int], None] | None = None,
+        on_stream_bytes: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.on_upstream_bytes = on_upstream_bytes
+        self.on_stream_bytes = on_stream_bytes
         self.registry = registry
         self.upstream = upstream
         self.journal = journal
@@ -140,6 +145,8 @@ class CacheManager:
         # can leave memory and be loaded back.
         self._journaled: set[Scope] = set()
         self.reflectors: dict[Scope, Reflector] = {}
+        # Which upstream servers do watch-list: learnt once for every reflector.
+        self.watch_list = WatchListSupport(s.watch_list)
         self._list_counts: dict[Scope, int] = {}
         self._janitor: asyncio.Task[None] | None = None
         self._loads: dict[Scope, asyncio.Task[None]] = {}
@@ -373,6 +380,8 @@ class CacheManager:
                 self.upstream,
                 self.settings.reflector,
                 on_bytes=self.on_upstream_bytes,
+                watch_list=self.watch_list,
+                on_stream_bytes=self.on_stream_bytes,
             )
             if seed_rv and not store.synced:
                 reflector.seed_rv = seed_rv

@@ -154,8 +154,10 @@ class ProxyServer:
                 max_disk_bytes=cfg.max_cache_bytes,
                 watcher_max_bytes=cfg.max_watcher_queue_bytes,
                 watchers_max_bytes=cfg.max_watcher_queues_total_bytes,
+                watch_list=cfg.upstream_watch_list,
             ),
             on_upstream_bytes=self.metrics.upstream_bytes.labels("reflector").inc,
+            on_stream_bytes=self.metrics.upstream_stream_bytes_inc,
         )
         self.cache.load()
         if cfg.secure_listen and self.serving is None:
