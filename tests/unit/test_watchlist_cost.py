@@ -7,7 +7,7 @@ from edgeproxy.cache.watchlist import ResumeCost, StreamStats, WatchListSupport
 
 def test_first_stream_is_a_watch_list_then_measured_cost_decides() -> None:
     cost = ResumeCost()
-    assert cost.prefer_watch_list(1_000_000, 450)[0], "first stream: compressed"
+    assert cost.prefer_watch_list(1_000_000, 450, first=True)[0], "first stream: compressed"
     # A stream too short to measure a rate: a plain watch, not the whole scope again.
     cost.measured(StreamStats(seconds=1, decoded_bytes=10_000))
     assert cost.event_rate is None

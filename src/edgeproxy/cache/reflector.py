@@ -63,6 +63,9 @@ _INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 # not know: 400 (resourceVersionMatch on a watch), 422 (sendInitialEvents
 # without the WatchList feature).
 _REFUSALS = (400, 422)
+# A watch-list stream silent this long before its initial events ended is a
+# plain watch (an apiserver that ignored sendInitialEvents).
+INITIAL_SILENCE_SECONDS = 10.0
 
 
 class _Expired(Exception):
@@ -100,6 +103,10 @@ class Reflector:
         self.cost = ResumeCost()
         # The next stream must bring the whole state: upstream said 410.
         self._resync = False
+        # Whether a stream was ever asked for (answered or not).
+        self._asked = False
+        # The last watch-list broke before its initial state: list or plain-watch next.
+        self._no_watch_list_next = False
         # The RV the scope's first list should be taken at (a client's watch RV).
         self.seed_rv: int | None = None
         self.upstream = upstream
@@ -109,9 +116,11 @@ class Reflector:
         if store.synced:
             self.synced.set()
         self.bytes_in = 0
-        self.relists = 0  # complete states taken: lists and watch-lists
+        # Complete states the scope needed (its first, or after a 410), by a
+        # list or a watch-list; resyncs chosen for their cost are not relists.
+        self.relists = 0
         self.watches = 0
-        self.watch_lists = 0  # of which watch-lists
+        self.watch_lists = 0  # complete states taken from watch-lists, for any reason
         self.last_error = ""
         # True while upstream's watch answered and streams: the scope is current.
         self.watching = False
@@ -200,6 +209,8 @@ class Reflector:
         support = self.watch_list
         servers = [server.url for server in self.upstream.servers]
         watch_list = support is not None and support.usable(servers)
+        if self._no_watch_list_next:
+            self._no_watch_list_next = watch_list = False
         if not self.store.synced:
             # A first list at a client's RV (seed_rv) is an exact list: no watch-list does that.
             return "watch-list" if watch_list and self.seed_rv is None else "list"
@@ -209,7 +220,9 @@ class Reflector:
             return "watch"
         s = self.settings
         prefer, why = self.cost.prefer_watch_list(
-            self.store.bytes, (s.watch_timeout_min + s.watch_timeout_max) / 2
+            self.store.bytes,
+            (s.watch_timeout_min + s.watch_timeout_max) / 2,
+            first=not self._asked,
         )
         log.info(
             "scope %s: watching with %s: %s",
@@ -300,6 +313,7 @@ class Reflector:
             params["resourceVersionMatch"] = "NotOlderThan"
             params["sendInitialEvents"] = "true"
         path = self._query(**params)
+        self._asked = True
         resp = await self.upstream.request("GET", path, headers=_HEADERS, read_timeout=None)
         self.watches += 1
         decoder = WatchDecoder()
@@ -332,7 +346,7 @@ class Reflector:
                 store.synced_at = started
                 self.watching = True
             try:
-                async for chunk in resp.content.iter_any():
+                while chunk := await self._next_chunk(resp, initial is not None, server):
                     self._count(len(chunk), kind, encoding)
                     wire += len(chunk)
                     for piece in gunzip.feed(chunk) if gunzip is not None else (chunk,):
@@ -361,10 +375,33 @@ class Reflector:
                     raise WatchStreamError("the watch-list ended before its initial events did")
             finally:
                 self.watching = False
+                if initial is not None:
+                    # Cut short before its initial state: maybe upstream is not what
+                    # it seems. The next stream of this scope is not a watch-list.
+                    self._no_watch_list_next = True
                 if initial is None:
                     stats.seconds = time.monotonic() - started
                     stats.decoded_bytes, stats.wire_bytes = decoded, wire
                     self.cost.measured(stats)
+
+    async def _next_chunk(self, resp: aiohttp.ClientResponse, initial: bool, server: str) -> bytes:
+        """The next chunk of the body, b"" at its end.
+
+        While a watch-list's initial events are coming, upstream streams
+        them without a pause and ends them with the bookmark at once; a
+        stream that falls silent first is a plain watch from an apiserver
+        that ignored sendInitialEvents (a cut link is noticed sooner).
+        """
+        if not initial:
+            return await resp.content.readany()
+        try:
+            return await asyncio.wait_for(resp.content.readany(), INITIAL_SILENCE_SECONDS)
+        except TimeoutError:
+            if not self.upstream.healthy:
+                raise
+            raise _NoWatchList(
+                server, f"silent for {INITIAL_SILENCE_SECONDS:.0f}s before the initial events ended"
+            ) from None
 
     def _server_of(self, resp: aiohttp.ClientResponse) -> str:
         url = str(resp.url)
@@ -394,9 +431,10 @@ class Reflector:
 
     async def _take_initial(self, records: dict[str, ObjectRecord], rv: int) -> None:
         """A watch-list's initial state: applied as a list is (the difference)."""
+        if self._resync or not self.store.synced:
+            self.relists += 1
         self.store.replace(records, rv)
         self._resync = False
-        self.relists += 1
         self.watch_lists += 1
         # Clients see it once the journal has it (store.py): not synced before.
         await self.store.published()

@@ -14,9 +14,9 @@ hundreds of watchers is not copied hundreds of times at once.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from aiohttp import web
@@ -78,7 +78,7 @@ async def stream_watch(
     async def write_raw(data: bytes) -> None:
         nonlocal sent
         if gzip_writes:
-            data = gzip.compress(data, compresslevel=GZIP_LEVEL)
+            data = gzip_member(data)
         await gate()
         await resp.write(data)
         sent += len(data)
@@ -159,6 +159,18 @@ async def stream_watch(
             timer.cancel()
         report()
         watcher.finish()
+
+
+def gzip_member(data: bytes) -> bytes:
+    """One flush of kube-apiserver's perFlushGzipWriter: a complete gzip member.
+
+    Go's gzip.Writer Flush then Close: the data ends with a sync flush, then
+    an empty final block and the trailer. Go's reader (client-go) returns the
+    data at the sync flush; after a member made in one final block it would
+    first wait for the next member's header, holding this one's events back.
+    """
+    member = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    return member.compress(data) + member.flush(zlib.Z_SYNC_FLUSH) + member.flush(zlib.Z_FINISH)
 
 
 def _batches(frames: Iterable[bytes], convert: FrameConverter | None) -> Iterator[bytes]:

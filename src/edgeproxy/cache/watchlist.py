@@ -79,25 +79,26 @@ class ResumeCost:
     event_rate: float | None = None
     # Wire bytes per decoded byte of gzip streams, as measured.
     gzip_ratio: float = DEFAULT_GZIP_RATIO
-    # Streams measured (every stream that got past any initial state).
-    streams: int = 0
 
     def measured(self, stats: StreamStats) -> None:
-        self.streams += 1
         if stats.compressed and stats.decoded_bytes > 0:
             self.gzip_ratio = min(1.0, stats.wire_bytes / stats.decoded_bytes)
         if stats.seconds >= MIN_MEASURED_SECONDS:
             self.event_rate = stats.decoded_bytes / stats.seconds
 
-    def prefer_watch_list(self, scope_bytes: int, stream_seconds: float) -> tuple[bool, str]:
+    def prefer_watch_list(
+        self, scope_bytes: int, stream_seconds: float, *, first: bool = False
+    ) -> tuple[bool, str]:
         """Resume with a watch-list resync rather than a plain watch? And why, in words.
 
         Over the next stream of `stream_seconds`, a plain watch costs the
         events raw; a watch-list costs the scope's objects and the events,
-        both compressed.
+        both compressed. `first`: the reflector has opened no stream yet.
+        A stream cut short (a link cut) measures nothing: then a plain watch,
+        which also gives clients every event, not their difference.
         """
         if self.event_rate is None:
-            if self.streams == 0:
+            if first:
                 # A scope synced by a list the proxy forwarded: its events would
                 # cross raw for the next 5-10 minutes, while its state again costs
                 # a tenth of that list. A busy scope gains most; a quiet one pays little.

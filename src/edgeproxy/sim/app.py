@@ -23,7 +23,7 @@ import yaml
 from aiohttp import web
 
 from edgeproxy.cache.protoforms import ProtobufForms
-from edgeproxy.cache.streaming import stream_watch
+from edgeproxy.cache.streaming import gzip_member, stream_watch
 from edgeproxy.kube import status
 from edgeproxy.kube.continuetoken import decode_continue, expired_continue
 from edgeproxy.kube.fields import FieldSelector, parse_selectors
@@ -626,7 +626,7 @@ class SimApp:
         if expired is not None:
             error = expired.watch_event()
             frame = error if converter is None else converter(error)
-            await resp.write(gzip.compress(frame, compresslevel=1) if gzip_writes else frame)
+            await resp.write(gzip_member(frame) if gzip_writes else frame)
             await resp.write_eof()
             return resp
         # Unset or 0 means minRequestTimeout * (1 + rand), as kube-apiserver does.
