@@ -253,3 +253,81 @@ async def test_without_watch_list_upstream_the_reflector_lists_and_watches(
     finally:
         proxy.close()
         sim.stop()
+
+
+# -- one upstream stream for a narrower and a broader selector ----------------------------
+
+
+def patch_cm(upstream: Any, ns: str, name: str, patch: dict[str, Any]) -> None:
+    path = f"{cm_path(ns)}/{name}"
+    resp = api_request(upstream, "PATCH", path, patch, "application/merge-patch+json")
+    assert resp.status == 200, resp.body
+
+
+def changes(watch: RawWatch, after: int = 0) -> list[tuple[str, str, str]]:
+    return [
+        (e["type"], e["object"]["metadata"]["name"], e["object"]["metadata"]["resourceVersion"])
+        for e in watch.events[after:]
+        if e["type"] != "BOOKMARK"
+    ]
+
+
+async def test_a_narrower_scope_follows_the_broader_scopes_stream(
+    cloud: Cloud,
+    proxy: ProxyProcess,
+    raw_session: aiohttp.ClientSession,
+    make_namespace: MakeNamespace,
+) -> None:
+    ns = make_namespace(cloud.upstream)
+    for name, app in (("a", "x"), ("b", "y")):
+        resp = api_request(
+            cloud.upstream,
+            "POST",
+            cm_path(ns),
+            {"metadata": {"name": name, "labels": {"app": app}}, "data": {"v": "1"}},
+        )
+        assert resp.status == 201, resp.body
+    narrow_params = {"watch": "1", "labelSelector": "app=x", "timeoutSeconds": "60"}
+    broad_params = {"watch": "1", "timeoutSeconds": "60"}
+    url = proxy.url + cm_path(ns)
+    async with (
+        aiohttp.ClientSession() as client,
+        raw_watch(client, url, narrow_params) as narrow,
+    ):
+        await eventually(lambda: narrow.names("ADDED") == ["a"], 15, "a, narrow")
+        async with raw_watch(client, url, broad_params) as broad:
+            await eventually(lambda: sorted(broad.names("ADDED")) == ["a", "b"], 15, "a, b")
+
+            def follows() -> str:
+                for scope in proxy.admin("/debug/cache")["scopes"]:
+                    if scope["scope"].startswith(f"v1/configmaps|ns={ns}|l=app=x|"):
+                        return str((scope["reflector"] or {}).get("follows", ""))
+                return ""
+
+            await eventually(lambda: follows().startswith(f"v1/configmaps|ns={ns}|l=|"), 15, "")
+            assert metric(proxy, "edgeproxy_reflectors") == 1, "one upstream stream for both"
+
+            # What kube-apiserver sends a watch of the narrower selector, from now on.
+            async with raw_session.get(cloud.direct_url + cm_path(ns)) as resp:
+                rv = json.loads(await resp.read())["metadata"]["resourceVersion"]
+            direct_params = {**narrow_params, "resourceVersion": rv}
+            async with raw_watch(
+                raw_session, cloud.direct_url + cm_path(ns), direct_params
+            ) as direct:
+                seen = len(narrow.events)
+                patch_cm(cloud.upstream, ns, "b", {"metadata": {"labels": {"app": "x"}}})  # enters
+                patch_cm(cloud.upstream, ns, "a", {"metadata": {"labels": {"app": "z"}}})  # leaves
+                patch_cm(cloud.upstream, ns, "b", {"data": {"v": "2"}})
+                patch_cm(cloud.upstream, ns, "a", {"data": {"v": "2"}})  # outside: nothing
+                resp = api_request(cloud.upstream, "DELETE", f"{cm_path(ns)}/b")
+                assert resp.status == 200, resp.body
+                await eventually(lambda: len(changes(direct)) == 4, 10, "upstream's events")
+                await eventually(lambda: len(changes(narrow, seen)) >= 4, 10, "the proxy's")
+                await asyncio.sleep(0.5)  # nothing more may come
+                assert changes(narrow, seen) == changes(direct)
+                assert [t for t, _, _ in changes(direct)] == [
+                    "ADDED",
+                    "DELETED",
+                    "MODIFIED",
+                    "DELETED",
+                ]

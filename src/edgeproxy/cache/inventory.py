@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from edgeproxy.cache.budget import footprint
+from edgeproxy.cache.follower import Follower
 from edgeproxy.cache.manager import CacheManager
 
 
@@ -77,6 +78,10 @@ def scopes(cache: CacheManager) -> list[dict[str, Any]]:
                     "bytesFromUpstream": reflector.bytes_in,
                     "relists": reflector.relists,
                     "watchLists": reflector.watch_lists,
+                    # The broader scope whose upstream stream feeds this one (follower.py).
+                    "follows": reflector.source.store.scope.key
+                    if isinstance(reflector, Follower)
+                    else "",
                     "watches": reflector.watches,
                     "lastError": reflector.last_error,
                 },

@@ -36,6 +36,7 @@ from edgeproxy.cache.budget import (
     lru_victims,
 )
 from edgeproxy.cache.durability import DurableWrites
+from edgeproxy.cache.follower import Follower, source_for
 from edgeproxy.cache.rawcache import JOURNAL_PREFIX, RawCache, RawEntry
 from edgeproxy.cache.reflector import Reflector, ReflectorSettings
 from edgeproxy.cache.resourcetypes import ResourceTypes
@@ -144,7 +145,9 @@ class CacheManager:
         # Scopes whose snapshot is in the journal or queued for it: only these
         # can leave memory and be loaded back.
         self._journaled: set[Scope] = set()
-        self.reflectors: dict[Scope, Reflector] = {}
+        # A scope's upstream reflector, or its follower of a broader one (follower.py).
+        self.reflectors: dict[Scope, Reflector | Follower] = {}
+        self._adoptions: set[asyncio.Task[None]] = set()
         # Which upstream servers do watch-list: learnt once for every reflector.
         self.watch_list = WatchListSupport(s.watch_list)
         self._list_counts: dict[Scope, int] = {}
@@ -251,7 +254,7 @@ class CacheManager:
         if self._janitor is not None:
             self._janitor.cancel()
         await self.types.close()
-        for task in self._loads.values():
+        for task in [*self._loads.values(), *self._adoptions]:
             task.cancel()
         for store in self.stores.values():
             store.close_watchers("proxy shutting down")
@@ -367,14 +370,22 @@ class CacheManager:
         finally:
             store.users -= 1
 
-    def reflector_for(self, store: ScopeStore, seed_rv: int | None = None) -> Reflector:
+    def reflector_for(self, store: ScopeStore, seed_rv: int | None = None) -> Reflector | Follower:
         """The scope's running reflector, started if needed.
 
         `seed_rv`: for a scope not synced yet, take its first list at this RV
-        (a client's watch RV), so that client misses nothing.
+        (a client's watch RV), so that client misses nothing. A scope a
+        running broader reflector covers follows that one's stream instead
+        (follower.py), unless it needs such a first list.
         """
         reflector = self.reflectors.get(store.scope)
-        if reflector is None:
+        if reflector is not None:
+            return reflector
+        source = source_for(store.scope, self.reflectors)
+        if source is not None and (store.synced or not seed_rv):
+            reflector = Follower(store, source)
+            log.info("scope %s follows %s's stream", store.scope.key, source.store.scope.key)
+        else:
             reflector = Reflector(
                 store,
                 self.upstream,
@@ -385,10 +396,69 @@ class CacheManager:
             )
             if seed_rv and not store.synced:
                 reflector.seed_rv = seed_rv
-            self.reflectors[store.scope] = reflector
-            reflector.start()
             log.info("started reflector for %s", store.scope.key)
+        self.reflectors[store.scope] = reflector
+        reflector.start()
+        if isinstance(reflector, Reflector):
+            task = asyncio.create_task(self._adopt(reflector), name="adopt narrower scopes")
+            self._adoptions.add(task)
+            task.add_done_callback(self._adoptions.discard)
         return reflector
+
+    async def _adopt(self, source: Reflector) -> None:
+        """Once `source` is synced, the narrower scopes it covers follow its stream.
+
+        Their own upstream streams stop; followers of a reflector that now
+        follows too are moved to `source`.
+        """
+        synced = asyncio.ensure_future(source.synced.wait())
+        stopped = source.task  # a reflector stopped before it synced adopts nothing
+        await asyncio.wait(
+            [synced, stopped] if stopped else [synced], return_when="FIRST_COMPLETED"
+        )
+        synced.cancel()
+        broad = source.store.scope
+        if not source.synced.is_set() or self.reflectors.get(broad) is not source:
+            return
+        live = {id(r) for r in self.reflectors.values() if isinstance(r, Reflector)}
+        for scope, reflector in sorted(
+            self.reflectors.items(), key=lambda kv: isinstance(kv[1], Follower)
+        ):
+            store = self.stores.get(scope)
+            if reflector is source or store is None or not store.synced:
+                continue
+            if not broad.covers(scope, source.store.rt.field_paths):
+                continue
+            if isinstance(reflector, Follower) and id(reflector.source) in live:
+                continue  # follows a stream that still runs
+            self._retire(reflector)
+            live.discard(id(reflector))
+            follower = Follower(store, source)
+            self.reflectors[scope] = follower
+            follower.start()
+            log.info("scope %s now follows %s's stream", scope.key, broad.key)
+
+    @property
+    def upstream_reflectors(self) -> int:
+        """Reflectors with an upstream stream of their own (not followers)."""
+        return sum(1 for r in self.reflectors.values() if isinstance(r, Reflector))
+
+    def _retire(self, reflector: Reflector | Follower) -> None:
+        """Stop without waiting; its task is kept until it is done."""
+        task = reflector.cancel()
+        if task is not None:
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    def _orphaned(self, source: Reflector | Follower) -> None:
+        """`source` stopped: scopes that followed it go back to their own stream."""
+        for scope, follower in list(self.reflectors.items()):
+            if isinstance(follower, Follower) and follower.source is source:
+                self._retire(follower)
+                del self.reflectors[scope]
+                store = self.stores.get(scope)
+                if store is not None and watched(store):
+                    self.reflector_for(store)
 
     def note_list(self, scope: Scope) -> bool:
         """Count a forwarded list; True when the scope now deserves a reflector."""
@@ -586,11 +656,10 @@ class CacheManager:
         scope = store.scope
         reflector = self.reflectors.pop(scope, None)
         if reflector is not None:
-            task = reflector.cancel()
-            if task is not None:
-                self._stopping.add(task)
-                task.add_done_callback(self._stopping.discard)
+            self._retire(reflector)
         del self.stores[scope]
+        if reflector is not None:
+            self._orphaned(reflector)
         self._list_counts.pop(scope, None)
         store.persist = None  # a request still holding it must not write for it
         if keep_on_disk and scope in self._journaled:
@@ -701,6 +770,7 @@ class CacheManager:
             log.info("stopping idle reflector for %s", scope.key)
             del self.reflectors[scope]
             await reflector.stop()
+            self._orphaned(reflector)
 
     def seconds_since_sync(self, store: ScopeStore, now: float) -> float | None:
         """How stale a resident scope may be: seconds since upstream last confirmed it.

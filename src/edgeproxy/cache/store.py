@@ -231,6 +231,10 @@ class ScopeStore:
 
     # -- applied, then published once durable ----------------------------------
 
+    def applied(self, key: str) -> ObjectRecord | None:
+        """The object in the applied state (published or not), if held."""
+        return self._applied(key)
+
     def _applied(self, key: str) -> ObjectRecord | None:
         if key in self._overlay:
             return self._overlay[key]

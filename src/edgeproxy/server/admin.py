@@ -76,7 +76,7 @@ def admin_app(
         metrics.cache_scopes.set(len(stores))
         metrics.cache_objects.set(sum(len(s) for s in stores))
         metrics.cache_bytes.set(sum(s.bytes for s in stores))
-        metrics.reflectors.set(len(cache.reflectors))
+        metrics.reflectors.set(cache.upstream_reflectors)
         stats = journal()
         metrics.journal_errors.set(stats.get("errors", 0))
         metrics.journal_writable.set(1 if stats.get("state", "ok") == "ok" else 0)
