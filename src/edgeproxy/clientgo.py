@@ -113,7 +113,11 @@ class Informer:
             lambda recs: sum(r["type"] == "cache" for r in recs) >= want, timeout, "cache dump"
         )
         dumps = [r for r in recs if r["type"] == "cache"][before:want]
-        return {d["watch"]: {e["key"]: e["resourceVersion"] for e in d["cache"]} for d in dumps}
+        # An empty cache is written without its "cache" list (Go's omitempty).
+        return {
+            d["watch"]: {e["key"]: e["resourceVersion"] for e in d.get("cache") or ()}
+            for d in dumps
+        }
 
     def relists(self) -> int:
         """Full lists the reflectors made: LISTs, and watch-lists (initial events)."""

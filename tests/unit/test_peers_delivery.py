@@ -67,18 +67,30 @@ def test_gone_counts_410s_after_the_cut_only() -> None:
 def test_audit_lists_counts_lists_and_watch_lists_of_the_targets_users_after_the_offset(
     tmp_path: Path,
 ) -> None:
-    def line(user: str, verb: str, uri: str, agent: str = "Python/3.11 aiohttp") -> str:
-        return json.dumps({"stage": "ResponseComplete", "verb": verb, "requestURI": uri,
+    def line(
+        user: str, verb: str, uri: str, agent: str = "Python/3.11 aiohttp", stage: str = ""
+    ) -> str:
+        # Lists are counted complete; watches (watch-lists too) are logged
+        # complete only when they end, so they count when started.
+        stage = stage or ("ResponseStarted" if verb == "watch" else "ResponseComplete")
+        return json.dumps({"stage": stage, "verb": verb, "requestURI": uri,
                            "user": {"username": user}, "userAgent": agent})  # fmt: skip
 
-    before = line("bench:strict", "list", "/api/v1/pods") + "\n"
+    nodes = "/api/v1/nodes?sendInitialEvents=true&watch=true"
+    before = (
+        line("bench:strict", "list", "/api/v1/pods") + "\n" + line("bench:strict", "watch", nodes)
+    )
+    before += "\n"
     log = tmp_path / "audit.log"
     log.write_text(
         before
         + "\n".join([
             line("bench:strict", "list", "/api/v1/services"),  # edge-proxy: Python, its own user
             line("bench:strict", "watch", "/api/v1/services?watch=true&resourceVersion=5"),
+            # A watch-list going on (logged as started only), and one started
+            # before the offset that ends after it: one list after the offset.
             line("bench:strict", "watch", "/api/v1/pods?sendInitialEvents=true&watch=true"),
+            line("bench:strict", "watch", nodes, stage="ResponseComplete"),
             line("bench:yurthub", "list", "/api/v1/services"),
             line("admin", "list", "/api/v1/services"),  # the bench's own reads
             line("admin", "list", "/api/v1/services", agent="kube-proxy/v1.37.2"),
@@ -88,5 +100,5 @@ def test_audit_lists_counts_lists_and_watch_lists_of_the_targets_users_after_the
     )  # fmt: skip
     since = len(before)
     assert audit_lists(log, since, {"bench:strict"}) == 2
-    assert audit_lists(log, 0, {"bench:strict"}) == 3
+    assert audit_lists(log, 0, {"bench:strict"}) == 4
     assert audit_lists(log, since, {"bench:direct", "admin"}) == 1

@@ -137,11 +137,14 @@ def audit_lists(
                 event = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if event.get("stage") != "ResponseComplete":
-                continue
-            verb, uri = event.get("verb"), event.get("requestURI", "")
-            # client-go's informers list by a watch with initial events (WatchList).
-            if verb != "list" and not (verb == "watch" and "sendInitialEvents=true" in uri):
+            verb, uri, stage = event.get("verb"), event.get("requestURI", ""), event.get("stage")
+            # client-go's informers list by a watch with initial events
+            # (WatchList); a watch is logged complete only when it ends, so
+            # it counts when its response started.
+            watch_list = verb == "watch" and "sendInitialEvents=true" in uri
+            if not (verb == "list" and stage == "ResponseComplete") and not (
+                watch_list and stage == "ResponseStarted"
+            ):
                 continue
             user = event.get("user", {}).get("username")
             if user not in users:
