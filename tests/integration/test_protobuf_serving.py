@@ -125,7 +125,7 @@ def _watch(
 
 
 def test_watch_frames_decode_to_upstreams(module_cloud: Cloud, setup: ProxyProcess) -> None:
-    path = f"{CM}?watch=1&resourceVersion=0&timeoutSeconds=2"
+    path = f"{CM}?watch=1&resourceVersion=0&timeoutSeconds=1"
     ctype, ours = _watch(setup.url, path, CLIENT_GO)
     assert ctype == PROTOBUF + ";stream=watch"
     _, theirs = _watch(
@@ -147,7 +147,7 @@ def test_watch_frames_decode_to_upstreams(module_cloud: Cloud, setup: ProxyProce
     )
     assert memoized > 0, metrics[-3000:]
     # A watch from an RV older than the kept history gets the 410 ERROR event.
-    _, expired = _watch(setup.url, f"{CM}?watch=1&resourceVersion=1&timeoutSeconds=2", CLIENT_GO)
+    _, expired = _watch(setup.url, f"{CM}?watch=1&resourceVersion=1&timeoutSeconds=1", CLIENT_GO)
     assert [(t, o["code"]) for t, o in expired] == [("ERROR", 410)]
 
 
