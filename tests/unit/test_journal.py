@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import stat
 import sys
 import tempfile
@@ -234,6 +235,9 @@ OPS = st.one_of(
 @given(st.lists(OPS, max_size=40))
 def test_coalescing_matches_model(ops: list[tuple[object, ...]]) -> None:
     model: dict[str, tuple[str, bytes, dict[str, bytes]]] = {}
+    # The RV of each scope's last change to its objects: a snapshot's own, or
+    # that of the last changes that upserted or deleted something.
+    changed: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "j.db"
         j = Journal(path, commit_interval=0.002)
@@ -243,6 +247,7 @@ def test_coalescing_matches_model(ops: list[tuple[object, ...]]) -> None:
                 case ("snapshot", str(scope), dict(objs)):
                     j.put_snapshot(scope, str(rv), b"m%d" % rv, objs)
                     model[scope] = (str(rv), b"m%d" % rv, dict(objs))
+                    changed[scope] = str(rv)
                 case ("changes", str(scope), dict(ups), list(dels)):
                     j.put_changes(scope, str(rv), ups, dels)
                     if scope in model:
@@ -251,9 +256,12 @@ def test_coalescing_matches_model(ops: list[tuple[object, ...]]) -> None:
                             objs.pop(key, None)
                         objs.update(ups)
                         model[scope] = (str(rv), meta, objs)
+                        if ups or dels:
+                            changed[scope] = str(rv)
                 case ("drop", str(scope)):
                     j.drop(scope)
                     model.pop(scope, None)
+                    changed.pop(scope, None)
                 case ("touch", str(scope)):
                     j.touch(scope)
                 case ("flush",):
@@ -265,6 +273,100 @@ def test_coalescing_matches_model(ops: list[tuple[object, ...]]) -> None:
                     assert as_dict(j.load()) == model
         j.close_sync()
         assert reopen(path) == model
+        j = Journal(path)
+        j.open()
+        try:
+            assert {s.key: s.changed_rv for s in j.load()} == changed
+            assert {i.key: i.changed_rv for i in j.index()} == changed
+        finally:
+            j.close_sync()
+
+
+async def test_bookmarks_move_the_rv_and_keep_the_last_change(journal: Journal) -> None:
+    """A watch after a restart resumes from any RV since the last change (store.load)."""
+    journal.put_snapshot("s", "10", b"m", {"a": b"A"})
+    assert await journal.flush()
+    assert [(s.rv, s.changed_rv) for s in journal.load()] == [("10", "10")]
+    journal.put_changes("s", "12", {"a": b"A2"}, [])
+    journal.put_changes("s", "15", {}, [])  # a bookmark, in the same batch
+    assert await journal.flush()
+    journal.put_changes("s", "20", {}, [])
+    assert await journal.flush()
+    stored = journal.read("s")
+    assert stored is not None and (stored.rv, stored.changed_rv) == ("20", "12")
+    journal.put_changes("s", "21", {}, ["a"])
+    assert await journal.flush()
+    assert [(s.rv, s.changed_rv) for s in journal.load()] == [("21", "21")]
+
+
+# A journal as version 1 wrote it: no scopes.changed_rv.
+SCHEMA_V1 = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+INSERT INTO schema_version VALUES (1);
+CREATE TABLE scopes (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, rv TEXT NOT NULL, meta BLOB NOT NULL,
+    last_used REAL NOT NULL, objects INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE objects (
+    scope_id INTEGER NOT NULL, okey TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (scope_id, okey)
+);
+CREATE TRIGGER objects_ins AFTER INSERT ON objects BEGIN UPDATE scopes
+    SET objects = objects + 1, bytes = bytes + length(NEW.data) WHERE id = NEW.scope_id; END;
+CREATE TRIGGER objects_del AFTER DELETE ON objects BEGIN UPDATE scopes
+    SET objects = objects - 1, bytes = bytes - length(OLD.data) WHERE id = OLD.scope_id; END;
+CREATE TRIGGER objects_upd AFTER UPDATE OF data ON objects BEGIN UPDATE scopes
+    SET bytes = bytes + length(NEW.data) - length(OLD.data) WHERE id = NEW.scope_id; END;
+INSERT INTO scopes VALUES (1, 's', '7', X'6d', 0, 0, 0);
+INSERT INTO objects VALUES (1, 'a', X'41');
+"""
+
+
+def write_v1(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_V1)
+    conn.close()
+
+
+async def test_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    write_v1(path)
+    j = Journal(path, commit_interval=0.01)
+    assert j.open() is None and j.durable  # nothing moved aside
+    assert [(s.key, s.rv, s.changed_rv, s.objects) for s in j.load()] == [
+        ("s", "7", "", {"a": b"A"})
+    ]
+    j.put_changes("s", "8", {}, [])  # a bookmark: the last change is still unknown
+    assert await j.flush()
+    assert [(s.rv, s.changed_rv) for s in j.load()] == [("8", "")]
+    j.put_changes("s", "9", {"b": b"B"}, [])
+    await j.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM schema_version").fetchone() == (
+        database.SCHEMA_VERSION,
+    )
+    conn.close()
+    j = Journal(path)
+    j.open()
+    assert [(s.rv, s.changed_rv, s.objects) for s in j.load()] == [
+        ("9", "9", {"a": b"A", "b": b"B"})
+    ]
+    j.close_sync()
+    assert [name for name in os.listdir(tmp_path) if ".corrupt-" in name] == []
+
+
+async def test_version_1_file_read_only_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    write_v1(path)
+    os.mkdir(f"{path}-wal")  # read-write cannot open it (see the test above)
+    j = Journal(path, commit_interval=0.01)
+    assert j.open() is None
+    assert j.readonly is not None
+    assert [(s.rv, s.changed_rv, s.objects) for s in j.load()] == [("7", "", {"a": b"A"})]
+    assert [(i.key, i.changed_rv) for i in j.index()] == [("s", "")]
+    stored = j.read("s")
+    assert stored is not None and stored.objects == {"a": b"A"}
+    j.close_sync()
 
 
 # -- durability tickets ------------------------------------------------------

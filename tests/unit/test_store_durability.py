@@ -20,7 +20,7 @@ import pytest
 from edgeproxy.cache.broadcast import Watcher
 from edgeproxy.cache.manager import CacheManager
 from edgeproxy.cache.scope import Scope
-from edgeproxy.cache.store import ScopeStore
+from edgeproxy.cache.store import ScopeStore, TooOld
 from edgeproxy.kube.fields import FieldSelector
 from edgeproxy.kube.labels import LabelSelector
 from edgeproxy.kube.objects import ObjectRecord, record_from_bytes
@@ -204,3 +204,39 @@ async def test_manager_publishes_what_the_journal_committed(manager: CacheManage
     stored = journal.read(SCOPE.key)
     assert stored is not None and stored.rv == "8"
     assert manager.published_not_durable == 0
+
+
+async def test_after_a_restart_a_watch_resumes_from_any_rv_since_the_last_change(
+    tmp_path: Path,
+) -> None:
+    """A client's RV is often a bookmark's, newer than the scope's last change.
+
+    The journal keeps that change's RV beside the scope's: after a restart,
+    watches from any RV since then miss nothing and are not sent 410 Gone;
+    older ones are (the events in between are not kept).
+    """
+    path = tmp_path / "cache.db"
+    journal = Journal(path, commit_interval=60)
+    journal.open()
+    cache = CacheManager(REGISTRY, _Upstream(), journal)  # type: ignore[arg-type]
+    cache.start()
+    store = cache.store_for(SCOPE, CONFIGMAPS)
+    store.replace({"ns/a": record("a", 5)}, 7)
+    store.apply_event("MODIFIED", record("a", 8, "x"))
+    store.bookmark(12)
+    assert await asyncio.wait_for(store.wait_for_rv(12, None), 5)
+    await cache.close()
+
+    journal = Journal(path, commit_interval=60)
+    journal.open()
+    cache = CacheManager(REGISTRY, _Upstream(), journal)  # type: ignore[arg-type]
+    cache.load()
+    try:
+        store = cache.stores[SCOPE]
+        assert store.rv == 12 and store.objects["ns/a"].rv == 8
+        assert store.events_after(12) == []
+        assert store.events_after(8) == []
+        with pytest.raises(TooOld):
+            store.events_after(7)
+    finally:
+        await cache.close()

@@ -229,13 +229,13 @@ class CacheManager:
         rt = self._rt_of(meta)
         try:
             records = _records(rt, stored.objects)
-            rv = int(stored.rv)
+            rv, changed_rv = _rvs(stored)
         except _UNREADABLE as exc:
             self._unreadable(stored.key, exc)
             return None
         store = self._new_store(scope, rt)
         store.typed_items = meta.typed_items
-        store.load(records, rv)
+        store.load(records, rv, changed_rv)
         self._journaled.add(scope)
         self.loaded_objects += len(records)
         return store
@@ -554,12 +554,12 @@ class CacheManager:
             return  # gone from disk, or a fresh list got there first
         try:
             records = _records(store.rt, stored.objects)
-            rv = int(stored.rv)
+            rv, changed_rv = _rvs(stored)
         except _UNREADABLE as exc:
             self._unreadable(stored.key, exc)
             return
         store.typed_items = entry.meta.typed_items
-        store.load(records, rv)
+        store.load(records, rv, changed_rv)
         self._journaled.add(store.scope)
         reflector = self.reflectors.get(store.scope)
         if reflector is not None:
@@ -800,3 +800,12 @@ def _records(rt: ResourceType, objects: Mapping[str, bytes]) -> dict[str, Object
         record = record_from_bytes(rt, raw)
         records[record.key] = record
     return records
+
+
+def _rvs(stored: StoredScope) -> tuple[int, int | None]:
+    """A journaled scope's RV, and that of its last change when the journal knows it."""
+    rv = int(stored.rv)
+    changed_rv = int(stored.changed_rv) if stored.changed_rv else None
+    if changed_rv is not None and changed_rv > rv:
+        raise ValueError(f"its last change at RV {changed_rv} is after its RV {rv}")
+    return rv, changed_rv

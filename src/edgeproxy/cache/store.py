@@ -169,15 +169,23 @@ class ScopeStore:
 
     # -- writes --------------------------------------------------------------
 
-    def load(self, records: Mapping[str, ObjectRecord], rv: int) -> None:
-        """Start from a known state (journal or first list) without events."""
+    def load(
+        self, records: Mapping[str, ObjectRecord], rv: int, changed_rv: int | None = None
+    ) -> None:
+        """Start from a known state (journal or first list) without events.
+
+        `changed_rv`: the RV of the state's last change, when known (the
+        journal's): a watch from any RV since then has missed nothing, so it
+        resumes there without a 410 -- a client's RV after a restart is often
+        a bookmark's, newer than the last change.
+        """
         self.version = next(_VERSIONS)
         self.objects = dict(records)
         self._keys = sorted(self.objects)
         self.bytes = sum(len(r.raw) for r in self.objects.values())
         self.rv = rv
         self.applied_rv = max(self.applied_rv, rv) if self._staged else rv
-        self.compacted_rv = rv
+        self.compacted_rv = rv if changed_rv is None else min(rv, changed_rv)
         self.history.clear()
         self.history_bytes = 0
         self.synced = True

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import random
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +41,8 @@ from edgeproxy.metrics import Metrics
 from edgeproxy.proxy.settings import ProxySettings
 
 JSON = "application/json"
+
+log = logging.getLogger(__name__)
 
 
 async def serve_watch(
@@ -104,6 +107,17 @@ async def serve_watch(
             initial = [f for e in store.events_after(min_rv) if (f := watcher.frame_for(e))]
         except TooOld as too_old:
             expired = status.expired(str(too_old))
+            # A client that must relist: say why (its RV is before what this
+            # store can replay, e.g. from before a restart).
+            log.info(
+                "watch of %s%s from RV %d: 410 Gone, this store replays changes after RV %d"
+                " (now at %d)",
+                store.scope.key,
+                f" (view {store.view_key})" if store.view_key else "",
+                min_rv,
+                store.compacted_rv,
+                store.rv,
+            )
     if expired is None:
         store.watchers.add(watcher)
     metrics.watchers.inc()

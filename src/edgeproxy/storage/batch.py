@@ -21,12 +21,16 @@ class Snapshot:
     rv: str
     meta: bytes
     objects: dict[str, bytes]
+    # The RV of the objects' last change: unknown in a snapshot (a list), so
+    # its own RV, until changes composed onto it change objects.
+    changed_rv: str
 
 
 @dataclass(slots=True)
 class Changes:
     rv: str
     updates: dict[str, bytes | None]  # None = delete
+    changed_rv: str | None = None  # None: no object changed (a bookmark)
 
 
 class Drop:
@@ -62,10 +66,12 @@ def compose(first: Entry, then: Entry) -> Entry:
             else:
                 a.objects[key] = data
         a.rv = b.rv
+        a.changed_rv = b.changed_rv or a.changed_rv
         op = a
     else:
         a.updates.update(b.updates)
         a.rv = b.rv
+        a.changed_rv = b.changed_rv or a.changed_rv
         op = a
     last_used = then.last_used if then.last_used is not None else first.last_used
     return Entry(op, last_used, first.weight + then.weight)
@@ -82,10 +88,10 @@ def apply(conn: sqlite3.Connection, scope: str, entry: Entry) -> None:
         return
     if isinstance(op, Snapshot):
         (sid,) = conn.execute(
-            "INSERT INTO scopes (key, rv, meta, last_used) VALUES (?, ?, ?, ?)"
+            "INSERT INTO scopes (key, rv, meta, last_used, changed_rv) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (key) DO UPDATE SET rv = excluded.rv, meta = excluded.meta,"
-            " last_used = excluded.last_used RETURNING id",
-            (scope, op.rv, op.meta, entry.last_used or time.time()),
+            " last_used = excluded.last_used, changed_rv = excluded.changed_rv RETURNING id",
+            (scope, op.rv, op.meta, entry.last_used or time.time(), op.changed_rv),
         ).fetchone()
         conn.execute("DELETE FROM objects WHERE scope_id = ?", (sid,))
         conn.executemany(
@@ -97,7 +103,10 @@ def apply(conn: sqlite3.Connection, scope: str, entry: Entry) -> None:
         row = conn.execute("SELECT id FROM scopes WHERE key = ?", (scope,)).fetchone()
         if row is not None:
             sid = row[0]
-            conn.execute("UPDATE scopes SET rv = ? WHERE id = ?", (op.rv, sid))
+            conn.execute(
+                "UPDATE scopes SET rv = ?, changed_rv = coalesce(?, changed_rv) WHERE id = ?",
+                (op.rv, op.changed_rv, sid),
+            )
             conn.executemany(
                 "DELETE FROM objects WHERE scope_id = ? AND okey = ?",
                 ((sid, k) for k, v in op.updates.items() if v is None),

@@ -36,7 +36,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# 2: scopes.changed_rv. A version 1 file is upgraded in place when opened
+# read-write, and read as if every changed_rv were unknown when read-only.
+SCHEMA_VERSION = 2
 # SQLite's page cache, in KiB (`PRAGMA cache_size` = -KiB). Its 2 MiB default
 # stays resident after the first big commit (+2 MB RSS with 10,000 Pods cached).
 # Reads are full scans at startup and writes append to the WAL, so a small cache
@@ -55,9 +57,12 @@ SCHEMA = f"""
 BEGIN IMMEDIATE;
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 INSERT INTO schema_version VALUES ({SCHEMA_VERSION});
+-- changed_rv: the RV of the scope's last change to its objects ('': unknown);
+-- up to rv, later RVs changed nothing (bookmarks), so a watch resumes from them.
 CREATE TABLE scopes (
     id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, rv TEXT NOT NULL, meta BLOB NOT NULL,
-    last_used REAL NOT NULL, objects INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0
+    last_used REAL NOT NULL, objects INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,
+    changed_rv TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE objects (
     scope_id INTEGER NOT NULL, okey TEXT NOT NULL, data BLOB NOT NULL,
@@ -135,8 +140,28 @@ def check(conn: sqlite3.Connection, *, create: bool, verify: bool = True) -> Non
             raise sqlite3.OperationalError("the file is empty and cannot be written")
         conn.executescript(SCHEMA)
     (version,) = conn.execute("SELECT version FROM schema_version").fetchone()
-    if version != SCHEMA_VERSION:
+    if version == 1:
+        _from_version_1(conn, writable=create)
+    elif version != SCHEMA_VERSION:
         raise Corrupt(f"schema version {version}, expected {SCHEMA_VERSION}", salvage=False)
+
+
+def _from_version_1(conn: sqlite3.Connection, *, writable: bool) -> None:
+    """Read a version 1 file as version 2: upgraded in place, or through a view."""
+    if not writable:
+        # Read-only: a temporary view (this connection's alone, in memory)
+        # shadows the table, with every changed_rv unknown.
+        conn.execute("CREATE TEMP VIEW scopes AS SELECT *, '' AS changed_rv FROM main.scopes")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE scopes ADD COLUMN changed_rv TEXT NOT NULL DEFAULT ''")
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    log.info("journal upgraded from schema version 1 to %d", SCHEMA_VERSION)
 
 
 def connect_rw(path: Path, *, verify: bool = True) -> sqlite3.Connection:
@@ -260,8 +285,9 @@ def rebuild(path: Path, reason: str) -> Salvage:
                 dst.execute("BEGIN IMMEDIATE")
                 try:
                     dst.execute(
-                        "INSERT INTO scopes (id, key, rv, meta, last_used) VALUES (?, ?, ?, ?, ?)",
-                        (row.id, row.key, row.rv, row.meta, row.last_used),
+                        "INSERT INTO scopes (id, key, rv, meta, last_used, changed_rv)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (row.id, row.key, row.rv, row.meta, row.last_used, row.changed_rv),
                     )
                     dst.executemany(
                         "INSERT INTO objects (scope_id, okey, data) VALUES (?, ?, ?)",
@@ -319,15 +345,24 @@ class ScopeRow:
     last_used: float
     objects: int
     bytes: int
+    changed_rv: str
 
 
-_SCOPE_COLUMNS = "id, key, rv, meta, last_used, objects, bytes"
+def _scope_columns(conn: sqlite3.Connection) -> str:
+    """The columns of a ScopeRow, in a file of either schema version."""
+    try:
+        names = {d[0] for d in conn.execute("SELECT * FROM scopes LIMIT 0").description}
+    except sqlite3.DatabaseError:
+        names = set()
+    changed = "changed_rv" if "changed_rv" in names else "''"
+    return f"id, key, rv, meta, last_used, objects, bytes, {changed}"
 
 
 def scope_rows(conn: sqlite3.Connection) -> Iterator[ScopeRow]:
     """Every scope row that can be read: all at once, else one by one by id."""
+    columns = _scope_columns(conn)
     try:
-        rows = conn.execute(f"SELECT {_SCOPE_COLUMNS} FROM scopes").fetchall()
+        rows = conn.execute(f"SELECT {columns} FROM scopes").fetchall()
     except sqlite3.DatabaseError as exc:
         log.warning("journal salvage: the scopes table is damaged (%s); reading by id", exc)
     else:
@@ -342,7 +377,7 @@ def scope_rows(conn: sqlite3.Connection) -> Iterator[ScopeRow]:
             ids.update(r[0] for r in conn.execute(query))
     for sid in sorted(ids):
         try:
-            row = conn.execute(f"SELECT {_SCOPE_COLUMNS} FROM scopes WHERE id = ?", (sid,))
+            row = conn.execute(f"SELECT {columns} FROM scopes WHERE id = ?", (sid,))
             found = row.fetchone()
         except sqlite3.DatabaseError:
             continue

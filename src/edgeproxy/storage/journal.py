@@ -86,13 +86,18 @@ _READ_TRIES = 3
 
 @dataclass(frozen=True, slots=True)
 class StoredScope:
-    """One scope as persisted: its objects are valid exactly at `rv`."""
+    """One scope as persisted: its objects are valid exactly at `rv`.
+
+    `changed_rv`: the RV of their last change ('': unknown); from there up to
+    `rv` nothing changed.
+    """
 
     key: str
     rv: str
     meta: bytes
     objects: dict[str, bytes]
     last_used: float
+    changed_rv: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +110,7 @@ class ScopeInfo:
     last_used: float
     objects: int
     bytes: int
+    changed_rv: str = ""
 
 
 class Journal:
@@ -254,7 +260,7 @@ class Journal:
             conn.execute("BEGIN")  # one read snapshot for both queries
             try:
                 rows = conn.execute(
-                    "SELECT id, key, rv, meta, last_used, objects, bytes FROM scopes"
+                    "SELECT id, key, rv, meta, last_used, objects, bytes, changed_rv FROM scopes"
                 ).fetchall()
                 objects: dict[int, dict[str, bytes]] = {row[0]: {} for row in rows}
                 for sid, okey, data in conn.execute("SELECT scope_id, okey, data FROM objects"):
@@ -263,9 +269,9 @@ class Journal:
             finally:
                 conn.execute("COMMIT")
         out = []
-        for sid, key, rv, meta, last_used, count, size in rows:
+        for sid, key, rv, meta, last_used, count, size, changed_rv in rows:
             if self._whole(key, objects[sid], count, size):
-                out.append(StoredScope(key, rv, meta, objects[sid], last_used))
+                out.append(StoredScope(key, rv, meta, objects[sid], last_used, changed_rv))
         return out
 
     def index(self) -> list[ScopeInfo]:
@@ -277,14 +283,14 @@ class Journal:
             conn = self._require_conn()
             try:
                 rows = conn.execute(
-                    "SELECT key, rv, meta, last_used, objects, bytes FROM scopes"
+                    "SELECT key, rv, meta, last_used, objects, bytes, changed_rv FROM scopes"
                 ).fetchall()
             except sqlite3.DatabaseError as exc:
                 if not is_corrupt(exc) or self.readonly is None:
                     raise
                 # Damaged and read-only: whatever scope rows can be read, one by one.
                 return [
-                    ScopeInfo(r.key, r.rv, r.meta, r.last_used, r.objects, r.bytes)
+                    ScopeInfo(r.key, r.rv, r.meta, r.last_used, r.objects, r.bytes, r.changed_rv)
                     for r in database.scope_rows(conn)
                 ]
         return [ScopeInfo(*row) for row in rows]
@@ -301,12 +307,13 @@ class Journal:
                 conn.execute("BEGIN")  # the scope row and its objects from one snapshot
                 try:
                     row = conn.execute(
-                        "SELECT id, rv, meta, last_used, objects, bytes FROM scopes WHERE key = ?",
+                        "SELECT id, rv, meta, last_used, objects, bytes, changed_rv"
+                        " FROM scopes WHERE key = ?",
                         (scope,),
                     ).fetchone()
                     if row is None:
                         return None
-                    sid, rv, meta, last_used, count, size = row
+                    sid, rv, meta, last_used, count, size, changed_rv = row
                     objects = dict(
                         conn.execute("SELECT okey, data FROM objects WHERE scope_id = ?", (sid,))
                     )
@@ -319,7 +326,7 @@ class Journal:
             return None
         if not self._whole(scope, objects, count, size):
             return None
-        return StoredScope(scope, rv, meta, objects, last_used)
+        return StoredScope(scope, rv, meta, objects, last_used, changed_rv)
 
     def _whole(self, key: str, objects: Mapping[str, bytes], count: int, size: int) -> bool:
         """Whether a scope's objects add up to the counters the database keeps with them.
@@ -395,16 +402,21 @@ class Journal:
 
     def put_snapshot(self, scope: str, rv: str, meta: bytes, objects: Mapping[str, bytes]) -> int:
         """Replace the whole scope with `objects`, valid at `rv`; returns its ticket."""
-        op = Snapshot(rv, meta, dict(objects))
+        op = Snapshot(rv, meta, dict(objects), rv)
         return self._enqueue(scope, Entry(op, time.time(), len(op.objects) + 1))
 
     def put_changes(
         self, scope: str, rv: str, upserts: Mapping[str, bytes], deletes: Iterable[str]
     ) -> int:
-        """Apply upserts and deletes and move the scope to `rv`, atomically; returns its ticket."""
+        """Apply upserts and deletes and move the scope to `rv`, atomically; returns its ticket.
+
+        Without upserts or deletes (a bookmark) the scope's objects did not
+        change: its changed_rv stays.
+        """
         updates: dict[str, bytes | None] = dict.fromkeys(deletes)
         updates.update(upserts)
-        return self._enqueue(scope, Entry(Changes(rv, updates), None, len(updates) + 1))
+        op = Changes(rv, updates, rv if updates else None)
+        return self._enqueue(scope, Entry(op, None, len(updates) + 1))
 
     def touch(self, scope: str) -> None:
         """Mark the scope as used now (LRU order for eviction)."""
