@@ -6,6 +6,7 @@ as kube-apiserver does; the cache is a real CacheManager and journal.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -51,12 +52,14 @@ class Apiserver:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.gets: Counter[str] = Counter()
+        self.delay = 0.0  # seconds before each answer: a slow or loaded apiserver
         self.runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.path == "/readyz":
             return web.Response(text="ok")
         self.gets[request.path] += 1
+        await asyncio.sleep(self.delay)
         if request.path == FORBIDDEN:
             return web.json_response({"kind": "Status", "code": 403}, status=403)
         doc = DOCS.get(request.path)
@@ -130,6 +133,28 @@ async def test_types_come_from_discovery_once(apiserver: Apiserver, tmp_path: Pa
         cache.types.settings = TypeSettings(miss_retry_seconds=0)
         await cache.types.resolve("example.com", "v1", "nothings")
         assert apiserver.gets["/apis/example.com/v1"] == 2
+    finally:
+        await cache.close()
+        await upstream.close()
+
+
+async def test_requests_during_the_first_fetch_wait_for_it(
+    apiserver: Apiserver, tmp_path: Path
+) -> None:
+    # A kubelet starts several informers of one type at once: the requests
+    # that arrive while its group version is being fetched must get the
+    # discovered type too, not a guess (a store made with a guessed kind
+    # keeps it, and its protobuf watches then fail).
+    apiserver.delay = 0.3
+    cache, upstream = await _cache(apiserver, tmp_path / "cache.db")
+    try:
+        first = asyncio.create_task(cache.types.resolve("node.k8s.io", "v1", "runtimeclasses"))
+        await asyncio.sleep(0.1)  # its fetch is on the way
+        rts = await asyncio.gather(
+            first, *(cache.types.resolve("node.k8s.io", "v1", "runtimeclasses") for _ in range(3))
+        )
+        assert [(rt.kind, rt.namespaced) for rt in rts] == [("RuntimeClass", False)] * 4
+        assert apiserver.gets["/apis/node.k8s.io/v1"] == 1
     finally:
         await cache.close()
         await upstream.close()

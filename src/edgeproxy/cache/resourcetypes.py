@@ -203,7 +203,10 @@ class ResourceTypes:
         recent = (
             fetched is not None and time.monotonic() - fetched < self.settings.miss_retry_seconds
         )
-        if refresh or not recent:
+        # A fetch on the way is joined, never taken for a recent miss: it has
+        # set `_fetched` already, and the requests arriving meanwhile (a
+        # kubelet's informers of one type start together) would be guessed.
+        if refresh or not recent or path in self._flights:
             await self._once(path, lambda: self._fetch_discovery(path))
         doc = self._doc(group, version)
         if doc is None or resource not in doc or group in BUILTIN_GROUPS:
