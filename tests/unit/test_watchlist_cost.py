@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from edgeproxy.cache.watchlist import ResumeCost, StreamStats, WatchListSupport
 
 
@@ -33,3 +35,16 @@ def test_one_server_without_watch_list_stops_asking(caplog: object) -> None:
     assert not support.usable(servers)
     assert support.unsupported == {"https://b:6443": "it answered 422"}
     assert not WatchListSupport(enabled=False).usable(servers)
+
+
+def test_a_server_marked_without_watch_list_is_asked_again_later() -> None:
+    """A mark expires: the apiserver may have been upgraded, or the silence misread."""
+    support = WatchListSupport(retry_after=0.05)
+    servers = ["https://a:6443"]
+    support.refuse("https://a:6443", "silent for 10s before its initial events ended")
+    assert not support.usable(servers)
+    time.sleep(0.1)
+    assert support.usable(servers)
+    assert support.unsupported == {}
+    support.refuse("https://a:6443", "it answered 422")  # marked again
+    assert not support.usable(servers)

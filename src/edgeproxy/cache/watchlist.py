@@ -16,12 +16,14 @@ watch-list re-sends every object of the scope first. So:
 
 `WatchListSupport` remembers the upstream servers that do not do
 watch-list (an old apiserver, the feature off, a proxy in between), so
-their reflectors list and plain-watch, as before, without asking again.
+their reflectors list and plain-watch, as before, asking again only every
+ten minutes.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -35,11 +37,20 @@ MIN_MEASURED_SECONDS = 5.0
 
 
 class WatchListSupport:
-    """Upstream servers (by origin) known not to do watch-list, and why."""
+    """Upstream servers (by origin) known not to do watch-list, and why.
 
-    def __init__(self, enabled: bool = True) -> None:
+    A mark lasts `retry_after` seconds, then watch-list is asked for again:
+    the apiserver may have been upgraded, and the silence rule may have
+    misread a loaded machine (one stream cost the whole process its
+    compression until a restart). Asking again costs one refused request or
+    one silent stream per server and period.
+    """
+
+    def __init__(self, enabled: bool = True, retry_after: float = 600.0) -> None:
         self.enabled = enabled
+        self.retry_after = retry_after
         self.unsupported: dict[str, str] = {}
+        self._until: dict[str, float] = {}
 
     def usable(self, servers: list[str]) -> bool:
         """Whether to ask for watch-list: a request may go to any of these servers.
@@ -47,17 +58,32 @@ class WatchListSupport:
         One server that does not do it is enough to stop asking: a stream
         that fails over to it would otherwise be rejected each time.
         """
-        return self.enabled and not any(s in self.unsupported for s in servers)
+        if not self.enabled:
+            return False
+        now = time.monotonic()
+        for origin in [s for s in servers if s in self.unsupported]:
+            if self._until[origin] > now:
+                return False
+            log.info(
+                "upstream %s: asking for watch-list again (%.0fs after: %s)",
+                origin,
+                self.retry_after,
+                self.unsupported.pop(origin),
+            )
+            del self._until[origin]
+        return True
 
     def refuse(self, origin: str, reason: str) -> None:
         if origin in self.unsupported:
             return
         self.unsupported[origin] = reason
+        self._until[origin] = time.monotonic() + self.retry_after
         log.warning(
             "upstream %s does not do watch-list (%s): its scopes list and watch "
-            "uncompressed from now on",
+            "uncompressed for the next %.0fs",
             origin,
             reason,
+            self.retry_after,
         )
 
 
