@@ -385,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RESULTS_JSON",
         help="run nothing: redraw the charts of an earlier run's results.json into --out",
     )
+    bench.add_argument(
+        "--no-charts",
+        action="store_true",
+        help="write the JSON and Markdown report only (draw the PNGs later with --render-only)",
+    )
     bench.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     bench.add_argument(
         "--peers",
@@ -555,6 +560,7 @@ def run_bench(args: argparse.Namespace) -> int:
         targets=targets,
         peers=peers,
         peer_runs=args.peer_runs,
+        charts=not args.no_charts,
     )
 
 

@@ -18,8 +18,9 @@ from edgeproxy.cli import main
 
 @pytest.mark.timeout(90)
 def test_bench_filters_quick(tmp_path: Path) -> None:
-    code = main(["bench", "filters", "--quick", "--out", str(tmp_path)])
+    code = main(["bench", "filters", "--quick", "--no-charts", "--out", str(tmp_path)])
     assert code == 0
+    assert list(tmp_path.glob("*.png")) == []  # --no-charts: JSON and Markdown only
     suite = json.loads((tmp_path / "results.json").read_text())["suites"]["filters"]
     assert set(suite["targets"]) == {"strict"}
     assert set(suite["skipped"]) == {"direct", "nginx", "cache-first"}

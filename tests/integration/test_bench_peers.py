@@ -119,7 +119,7 @@ def test_peers_bench_has_a_column_per_target_with_cloud_bytes(
         # Nothing to run YurtHub from: the command must say so, not half-run.
         assert_refused_for_missing_yurthub(bench(out), out)
         return
-    rc = peers_bench.run(("yurthub",), out, sizes=TOY)
+    rc = peers_bench.run(("yurthub",), out, sizes=TOY, charts=False)
     printed = capsys.readouterr().out
     report = json.loads((out / "peers.json").read_text())
     suite = report["peers"]

@@ -59,7 +59,8 @@ MEASURED = {
 
 @pytest.mark.timeout(600)
 def test_bench_against_real_reports_every_target(tmp_path: Path) -> None:
-    code = command.run(SUITES, "real", tmp_path, targets=TARGETS, sizes=TINY)
+    # Charts are drawn from results.json (tests/unit/test_report_charts.py): not again here.
+    code = command.run(SUITES, "real", tmp_path, targets=TARGETS, sizes=TINY, charts=False)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["meta"]["against"].startswith("real: kube-apiserver v")
     suites = results["suites"]

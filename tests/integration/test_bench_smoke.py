@@ -31,4 +31,6 @@ def test_bench_restart_quick_writes_the_report(
     assert strict["peak RSS (MB)"]["median"] > 0
     table = (tmp_path / "results.md").read_text()
     assert "| figure | direct | strict |" in table
+    # The one end-to-end chart: the others' runs pass --no-charts.
+    assert (tmp_path / "restart.png").stat().st_size > 0
     assert "run 3/3" in capsys.readouterr().out

@@ -139,6 +139,7 @@ def run(
     sizes: Sizes | None = None,
     peers: tuple[str, ...] = (),
     peer_runs: int | None = None,
+    charts: bool = True,
 ) -> int:
     """Run `suites` (all when empty) against `against`; write the report to `out`.
 
@@ -154,7 +155,7 @@ def run(
         if against != "real" or suites:
             print("edge-proxy bench --peers: runs alone, against a real control plane of its own")
         sizes_ = peers_bench.TINY if quick else peers_bench.FULL
-        return peers_bench.run(peers, out, sizes=sizes_, runs=peer_runs)
+        return peers_bench.run(peers, out, sizes=sizes_, runs=peer_runs, charts=charts)
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
         print(
@@ -196,7 +197,7 @@ def run(
         "load": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
         "machine": machine(),
     }
-    written = report.write(out, meta, results)
+    written = report.write(out, meta, results, charts=charts)
     progress.say(f"done in {meta['wall_s']:.0f} s; wrote {', '.join(str(p) for p in written)}")
     print()
     print(report.markdown(meta, {k: v.to_json() for k, v in results.items()}))

@@ -52,7 +52,12 @@ def _yurthub_config(control: ControlPlane) -> None:
 
 
 def run(
-    peer_names: tuple[str, ...], out: Path, *, sizes: PeerSizes = FULL, runs: int | None = None
+    peer_names: tuple[str, ...],
+    out: Path,
+    *,
+    sizes: PeerSizes = FULL,
+    runs: int | None = None,
+    charts: bool = True,
 ) -> int:
     """Run the node workload through direct, strict, cache-first and each peer; write the report."""
     unknown = [p for p in peer_names if p not in peers.PEERS]
@@ -121,7 +126,7 @@ def run(
         "failures": failures,
         "runs": per_target,
     }
-    written = peers_report.write(out, meta, suite)
+    written = peers_report.write(out, meta, suite, charts=charts)
     say.say(f"done in {meta['wall_s']:.0f} s; wrote {', '.join(str(p) for p in written)}")
     print()
     print(peers_report.markdown(meta, suite))

@@ -112,12 +112,16 @@ def chart(meta: Mapping[str, Any], suite: Mapping[str, Any], path: Path) -> bool
     )
 
 
-def write(out: Path, meta: Mapping[str, Any], suite: Mapping[str, Any]) -> list[Path]:
+def write(
+    out: Path, meta: Mapping[str, Any], suite: Mapping[str, Any], *, charts: bool = True
+) -> list[Path]:
     """peers.json, peers.md and peers.png under `out`; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "peers.json", out / "peers.md"]
     written[0].write_text(json.dumps({"meta": meta, "peers": suite}, indent=2, default=str) + "\n")
     written[1].write_text(markdown(meta, suite))
+    if not charts:
+        return written
     try:
         import matplotlib  # noqa: F401
     except ImportError:

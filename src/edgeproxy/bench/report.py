@@ -81,14 +81,23 @@ def markdown(meta: Mapping[str, Any], suites: Mapping[str, Mapping[str, Any]]) -
     return "\n".join(parts)
 
 
-def write(out: Path, meta: Mapping[str, Any], results: Mapping[str, SuiteResult]) -> list[Path]:
-    """results.json, results.md and <suite>.png under `out`; returns the paths written."""
+def write(
+    out: Path,
+    meta: Mapping[str, Any],
+    results: Mapping[str, SuiteResult],
+    *,
+    charts: bool = True,
+) -> list[Path]:
+    """results.json, results.md and <suite>.png under `out`; returns the paths written.
+
+    `charts=False`: no PNGs (`--no-charts`; `--render-only` draws them later).
+    """
     out.mkdir(parents=True, exist_ok=True)
     suites = {name: r.to_json() for name, r in results.items()}
     written = [out / "results.json", out / "results.md"]
     written[0].write_text(json.dumps({"meta": meta, "suites": suites}, indent=2) + "\n")
     written[1].write_text(markdown(meta, suites))
-    return written + write_charts(out, meta, suites)
+    return written + (write_charts(out, meta, suites) if charts else [])
 
 
 def write_charts(
