@@ -332,6 +332,11 @@ async def test_nonresource_answers_are_keyed_by_path_and_capped(
         assert usage["entries"] <= len(paths) + 1
         assert usage["bytes"] <= usage["maxBytes"], usage
         assert usage["evictions"] > 0, "the openapi documents exceed the cap"
-        journal = proxy.admin("/debug/cache")["journal"]
-        assert journal["scopes"] <= usage["entries"] + 1, journal  # the disk holds no more
+
+        # The disk holds no more, once the journal committed the last drops (its
+        # group commit runs every 50 ms: its counts may lag the memory's by one).
+        def disk_within_memory() -> bool:
+            return bool(proxy.admin("/debug/cache")["journal"]["scopes"] <= usage["entries"] + 1)
+
+        await eventually(disk_within_memory, 5, f"journal {proxy.admin('/debug/cache')['journal']}")
         assert metric(proxy, "edgeproxy_cache_nonresource_entries") == usage["entries"]
