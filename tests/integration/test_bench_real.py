@@ -4,7 +4,8 @@ The bench starts its own etcd + kube-apiserver (edgeproxy.controlplane, the
 binaries of k8s/build.sh), seeds it through the API, cuts the link with a
 relay in front of it, and writes the report. This checks correctness only:
 each suite has figures for each target it measures (or says why not), the
-proxies pass the challenge and ride out the cut; never how fast anything is.
+proxies pass the challenge and ride out the cut, and the filters suite's own
+checks hold; never how fast anything is.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,6 +88,28 @@ def test_bench_against_real_reports_every_target(tmp_path: Path) -> None:
         assert challenge[proxy]["suites passed (of 4)"]["min"] == 4
         assert suites["outage"]["targets"][proxy]["offline lists ok (%)"]["min"] == 100
     assert challenge["direct"]["suites passed (of 4)"]["max"] == 2  # the cut reaches it
+    check_filters(suites["filters"])
     table = (tmp_path / "results.md").read_text()
     assert "against real: kube-apiserver" in table
     assert "through the real kube-apiserver's API" in table
+    assert list(tmp_path.glob("*.png")) == []  # charts=False: JSON and Markdown only
+
+
+def check_filters(suite: dict[str, Any]) -> None:
+    """The servicetopology suite's own checks: a node's pool move reaches a
+    kube-proxy-like watcher as one MODIFIED event per changed slice, each with
+    the right endpoints; the cost-per-event phases deliver every update to both
+    client kinds. Only the strict proxy takes part."""
+    assert set(suite["targets"]) == {"strict"}
+    assert set(suite["skipped"]) == {"direct", "nginx", "cache-first"}
+    strict = suite["targets"]["strict"]
+    due = strict["node move: slices whose endpoints change"]
+    assert due["min"] > 0
+    assert strict["node move: MODIFIED events received"]["median"] == due["median"]
+    assert strict["node move: wrong endpoint sets (list + events)"]["max"] == 0
+    assert strict["unrelated node label: events received"]["max"] == 0
+    assert strict["unrelated node label: proxy re-filters"]["max"] == 0
+    assert strict["list + watch after a move: events replayed at the list's RV"]["max"] == 0
+    for kind in ("filtered", "unfiltered"):
+        assert strict[f"{kind} client: events delivered (%)"]["min"] == 100
+        assert strict[f"{kind} client: wrong endpoint sets"]["max"] == 0
