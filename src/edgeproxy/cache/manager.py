@@ -803,9 +803,9 @@ def _records(rt: ResourceType, objects: Mapping[str, bytes]) -> dict[str, Object
 
 
 def _rvs(stored: StoredScope) -> tuple[int, int | None]:
-    """A journaled scope's RV, and that of its last change when the journal knows it."""
-    rv = int(stored.rv)
-    changed_rv = int(stored.changed_rv) if stored.changed_rv else None
-    if changed_rv is not None and changed_rv > rv:
-        raise ValueError(f"its last change at RV {changed_rv} is after its RV {rv}")
-    return rv, changed_rv
+    """A journaled scope's RV, and that of its last change when the journal knows it.
+
+    A last change after the RV says nothing: store.load() replays from the
+    lower of the two, so the scope is kept and resumes as if it were unknown.
+    """
+    return int(stored.rv), int(stored.changed_rv) if stored.changed_rv else None
